@@ -125,3 +125,12 @@ class AuditLogTamperedError(JointCreditError):
 
 class NotFittedError(JointCreditError, AttributeError):
     """An estimator was used before ``fit``."""
+
+
+class RemotePartyError(ProtocolError):
+    """The other party refused a request; carries the remote error's type name and message."""
+
+    def __init__(self, remote_type: str, message: str) -> None:
+        self.remote_type = remote_type
+        self.remote_message = message
+        super().__init__(f"the other party refused the request: {remote_type}: {message}")
