@@ -134,3 +134,14 @@ class RemotePartyError(ProtocolError):
         self.remote_type = remote_type
         self.remote_message = message
         super().__init__(f"the other party refused the request: {remote_type}: {message}")
+
+
+# --- deployment -------------------------------------------------------------------------------
+
+
+class DeploymentError(JointCreditError):
+    """The federated deployment cannot do what was asked (configuration, processes, network)."""
+
+
+class PartyUnavailableError(DeploymentError):
+    """The other party did not answer in time, is offline, or its node was refused."""

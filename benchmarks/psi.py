@@ -1,0 +1,227 @@
+"""PSI benchmark: both parties in one process on this machine, through the full message layer.
+
+Measures ``JointSession.in_process(...).align()`` on two sets of valid USCCs (default 1,000,000 ×
+1,000,000 with 50 % overlap), checks the result against the plaintext intersection, and compares
+the achieved X25519 throughput per core with the single-core primitive rate measured in the same
+run. Optionally sweeps the worker chunk size (``--sweep-chunks``).
+
+    python benchmarks/psi.py                       # full size, writes benchmarks/results/psi.json
+    python benchmarks/psi.py --n 100000 --out /tmp/psi.json
+    python benchmarks/psi.py --n 0 --sweep-chunks 5000,20000,50000,100000,250000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cryptography
+import numpy as np
+import pandas as pd
+from cryptography.hazmat.backends.openssl import backend as openssl_backend
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from jointcredit.data.schema import PartyTable, TableSchema
+from jointcredit.data.uscc import generate_uscc
+from jointcredit.psi import ecdh
+from jointcredit.session import JointSession
+
+
+def machine_info() -> dict:
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "usable_cores": usable,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cryptography": cryptography.__version__,
+        "openssl": openssl_backend.openssl_version_text(),
+        "numpy": np.__version__,
+    }
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def primitive_rate(n: int = 20_000, repeats: int = 3) -> float:
+    """Single-core X25519 scalar multiplications per second, as the protocol calls them."""
+    exchange = X25519PrivateKey.generate().exchange
+    load = X25519PublicKey.from_public_bytes
+    points = [X25519PrivateKey.generate().public_key().public_bytes_raw() for _ in range(1000)]
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(n):
+            exchange(load(points[i % 1000]))
+        rates.append(n / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def make_tables(n: int, overlap: float, seed: int) -> tuple[PartyTable, PartyTable, set[str]]:
+    rng = np.random.default_rng(seed)
+    shared = int(round(n * overlap))
+    codes = np.array(generate_uscc(rng, 2 * n - shared), dtype=object)
+    bank_ids = codes[:n].copy()
+    center_ids = np.concatenate([codes[:shared], codes[n:]])
+    rng.shuffle(bank_ids)
+    rng.shuffle(center_ids)
+
+    def table(ids: np.ndarray) -> PartyTable:
+        schema = TableSchema(id_col="id", label_col=None, feature_cols=(), id_kind="uscc")
+        return PartyTable(
+            ids=ids, X=pd.DataFrame(index=pd.RangeIndex(len(ids))), y=None, schema=schema
+        )
+
+    return table(bank_ids), table(center_ids), set(codes[:shared])
+
+
+def run_psi(n: int, overlap: float, seed: int, n_jobs: int | None, chunk: int | None) -> dict:
+    bank, center, expected = make_tables(n, overlap, seed)
+    session = JointSession.in_process(bank, center)
+    if n_jobs is not None or chunk is not None:
+        from jointcredit.psi.ecdh import PsiBankSide, PsiCenterSide
+
+        side = PsiBankSide(session.bank, n_jobs=n_jobs, chunk_size=chunk)
+        session.endpoint.attach(side)
+        start = time.perf_counter()
+        PsiCenterSide(session.center, n_jobs=n_jobs, chunk_size=chunk).run(
+            session.channel.bind("psi")
+        )
+        wall = time.perf_counter() - start
+    else:
+        start = time.perf_counter()
+        session.align()
+        wall = time.perf_counter() - start
+    aligned = session.bank.aligned_ids
+    correct = (
+        aligned is not None
+        and set(aligned) == expected
+        and len(aligned) == len(expected)
+        and np.array_equal(aligned, session.center.aligned_ids)
+        and list(aligned) == sorted(aligned)
+    )
+    cores = ecdh._jobs(n_jobs)
+    ops = 2 * (bank.n_rows + center.n_rows)
+    return {
+        "bank_ids": bank.n_rows,
+        "center_ids": center.n_rows,
+        "intersection": len(aligned) if aligned is not None else None,
+        "correct": bool(correct),
+        "wall_seconds": round(wall, 2),
+        "x25519_ops": ops,
+        "ops_per_second": round(ops / wall),
+        "ops_per_second_per_core": round(ops / wall / cores),
+        "cores_used": cores,
+        **session.transcript.summary("psi"),
+    }
+
+
+def sweep_chunks(chunks: list[int], n_points: int, n_jobs: int | None) -> list[dict]:
+    """Re-blinding throughput by chunk size (the protocol's dominant, purely parallel step)."""
+    scalar = ecdh.new_scalar()
+    points = ecdh.blind_ids(
+        [f"ID{i}" for i in range(n_points)], ecdh.new_scalar(), os.urandom(32), n_jobs=n_jobs
+    )
+    rows = []
+    for chunk in chunks:
+        times = []
+        for _ in range(2):
+            start = time.perf_counter()
+            ecdh.reblind(points, scalar, n_jobs=n_jobs, chunk_size=chunk)
+            times.append(time.perf_counter() - start)
+        best = statistics.median(times)
+        rows.append(
+            {
+                "chunk_size": chunk,
+                "seconds": round(best, 3),
+                "points_per_second": round(n_points / best),
+            }
+        )
+        print(f"  chunk {chunk:>7}: {n_points / best:,.0f} points/s", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000, help="IDs per party (0: skip the PSI)")
+    parser.add_argument("--overlap", type=float, default=0.5, help="shared fraction of each set")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--n-jobs", type=int, default=None, help="worker processes (default: all cores)"
+    )
+    parser.add_argument(
+        "--chunk-size", type=int, default=None, help=f"default {ecdh.DEFAULT_CHUNK_SIZE}"
+    )
+    parser.add_argument("--sweep-chunks", default="", help="comma-separated chunk sizes to time")
+    parser.add_argument("--sweep-n", type=int, default=200_000, help="points per sweep timing")
+    parser.add_argument("--out", default="benchmarks/results/psi.json")
+    args = parser.parse_args()
+
+    result: dict = {
+        "benchmark": "psi",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "parameters": {
+            "n_per_party": args.n,
+            "overlap": args.overlap,
+            "seed": args.seed,
+            "n_jobs": args.n_jobs,
+            "chunk_size": args.chunk_size or ecdh.DEFAULT_CHUNK_SIZE,
+            "match_bytes": ecdh.MATCH_BYTES,
+        },
+        "machine": machine_info(),
+        "load_average_before": load_average(),
+    }
+    print("measuring the single-core X25519 primitive...", flush=True)
+    result["primitive_ops_per_second_one_core"] = round(primitive_rate())
+    if args.sweep_chunks:
+        print(f"chunk sweep on {args.sweep_n:,} points:", flush=True)
+        chunks = [int(c) for c in args.sweep_chunks.split(",") if c]
+        result["chunk_sweep"] = sweep_chunks(chunks, args.sweep_n, args.n_jobs)
+    if args.n > 0:
+        print(f"PSI {args.n:,} x {args.n:,} ids, overlap {args.overlap:.0%}...", flush=True)
+        psi = run_psi(args.n, args.overlap, args.seed, args.n_jobs, args.chunk_size)
+        psi["efficiency_vs_primitive"] = round(
+            psi["ops_per_second_per_core"] / result["primitive_ops_per_second_one_core"], 3
+        )
+        result["psi"] = psi
+        print(
+            f"  {psi['wall_seconds']} s wall, {psi['ops_per_second_per_core']:,} X25519 ops/s per "
+            f"core (primitive {result['primitive_ops_per_second_one_core']:,}/s), "
+            f"intersection {psi['intersection']:,}, correct={psi['correct']}, "
+            f"{psi['bytes_center_to_bank'] / 1e6:.1f} MB center->bank, "
+            f"{psi['bytes_bank_to_center'] / 1e6:.1f} MB bank->center, "
+            f"{psi['round_trips']} round trips",
+            flush=True,
+        )
+    result["load_average_after"] = load_average()
+    ecdh.shutdown_pool()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    if args.n > 0 and not result["psi"]["correct"]:
+        sys.exit("PSI result does not match the plaintext intersection")
+
+
+if __name__ == "__main__":
+    main()
