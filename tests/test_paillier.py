@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import struct
 
 import gmpy2
@@ -22,7 +24,12 @@ from jointcredit.crypto.paillier import (
     generate_paillier_keypair,
     slots_per_ciphertext,
 )
-from jointcredit.errors import EncodingOverflowError, KeyPolicyError, MalformedMessageError
+from jointcredit.errors import (
+    CryptoError,
+    EncodingOverflowError,
+    KeyPolicyError,
+    MalformedMessageError,
+)
 
 HYP = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -228,7 +235,7 @@ def test_random_residues_and_rerandomize(enc, priv, pub):
         enc.rerandomize([pub.nsquare])
 
 
-@pytest.mark.parametrize("start_method", ["fork", None])
+@pytest.mark.parametrize("start_method", [None, "forkserver"])
 def test_parallel_batches_decrypt(pub, priv, start_method):
     values = list(range(-150, 150))
     with FastEncryptor(
@@ -238,6 +245,23 @@ def test_parallel_batches_decrypt(pub, priv, start_method):
         assert priv.decrypt_ints(cts) == values
         assert priv.decrypt_ints(e.rerandomize(cts[:100])) == values[:100]
         assert priv.decrypt_ints(e.random_residues(100)) == [0] * 100
+
+
+def test_dead_worker_raises_crypto_error(pub):
+    e = FastEncryptor(pub, window_bits=6, n_jobs=2, parallel_threshold=64)
+    try:
+        e.warm_up()
+        pid = next(iter(e._pool._processes))  # a worker this test started
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(CryptoError, match="worker processes"):
+            e.encrypt_ints(list(range(200)))
+    finally:
+        e.close()
+
+
+def test_unknown_start_method(pub):
+    with pytest.raises(ValueError, match="start_method"):
+        FastEncryptor(pub, n_jobs=2, start_method="teleport")
 
 
 def test_parallel_crt_batches_decrypt(priv):

@@ -116,8 +116,8 @@ def test_pd_grades_match_equivalent_score_grades() -> None:
     )
     rng = np.random.default_rng(1)
     pds = rng.uniform(0.001, 0.3, 2000)
-    assert by_pd.assign(pd_=pds).tolist() == by_score.assign(score=s.pd_to_score(pds)).tolist()
-    assert by_pd.assign(pd_=np.array([0.01, 0.0100001])).tolist() == ["low", "mid"]
+    assert by_pd.assign(pd=pds).tolist() == by_score.assign(score=s.pd_to_score(pds)).tolist()
+    assert by_pd.assign(pd=np.array([0.01, 0.0100001])).tolist() == ["low", "mid"]
 
 
 @pytest.mark.parametrize(

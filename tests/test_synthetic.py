@@ -177,9 +177,12 @@ def test_both_sides_carry_signal_and_joining_helps() -> None:
     """
     results = [reference_aucs(make_sme_data(seed=seed)) for seed in (0, 1, 2)]
     bank = np.mean([r["bank_only"] for r in results])
+    center = np.mean([r["center_only"] for r in results])
     joined = np.mean([r["joined"] for r in results])
     assert 0.68 <= bank <= 0.74, bank
     assert 0.78 <= joined <= 0.85, joined
+    # The bank's features add to the center's, not just the other way round.
+    assert joined - center >= 0.01, (center, joined)
     for r in results:
         assert r["joined"] - r["bank_only"] >= 0.05, r
         assert r["n_test"] == pytest.approx(0.3 * 10_800, abs=1)

@@ -121,7 +121,6 @@ ENTITY_TYPES: tuple[str, ...] = (
 
 TAX_GRADES: tuple[str, ...] = ("A", "B", "M", "C", "D")
 
-_NA = "不适用 / not applicable"
 _NO_ACCOUNT = "无独立账户 / no own account (e.g. shared meter)"
 
 
@@ -272,7 +271,7 @@ _FEATURES: tuple[FeatureInfo, ...] = (
         "utilities",
         "用电量趋势(近6月/前6月)",
         "Electricity used, last 6 over previous 6 months",
-        special={-1.0: _NA},
+        special={-1.0: "不适用 / not applicable (no own meter, or under a year of history)"},
         unit="ratio",
     ),
     _f(

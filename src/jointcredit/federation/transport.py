@@ -77,7 +77,9 @@ def blob_content(data: bytes) -> RecordDict:
 
 def error_content(exc: BaseException) -> RecordDict:
     """The content of a reply that refuses a request: the error's type name and message."""
-    return RecordDict({ERROR_RECORD: ConfigRecord({"type": type(exc).__name__, "message": str(exc)})})
+    # A refusal relayed from another process keeps the original error's type name.
+    type_name = getattr(exc, "type_name", type(exc).__name__)
+    return RecordDict({ERROR_RECORD: ConfigRecord({"type": type_name, "message": str(exc)})})
 
 
 def message_blob(message: Message) -> bytes:
@@ -119,10 +121,16 @@ def answer(message: Message, handler: Callable[[str, bytes], bytes]) -> Message:
 # --- the center's side -----------------------------------------------------------------------
 
 
-def push(grid: Grid, node_id: int, message_type: str, data: bytes, *, ttl: float, group_id: str = "") -> str:
+def push(
+    grid: Grid, node_id: int, message_type: str, data: bytes, *, ttl: float, group_id: str = ""
+) -> str:
     """Queue one message for a node at the SuperLink; return its id."""
     message = Message(
-        blob_content(data), dst_node_id=node_id, message_type=message_type, ttl=ttl, group_id=group_id
+        blob_content(data),
+        dst_node_id=node_id,
+        message_type=message_type,
+        ttl=ttl,
+        group_id=group_id,
     )
     ids = list(grid.push_messages([message]))
     if len(ids) != 1 or not ids[0]:
@@ -179,7 +187,9 @@ def request_reply(
     group_id: str = "",
 ) -> bytes:
     """One round trip: send ``data`` to a node and return the blob it answers with."""
-    message_id = push(grid, node_id, message_type, data, ttl=timeout + TTL_MARGIN, group_id=group_id)
+    message_id = push(
+        grid, node_id, message_type, data, ttl=timeout + TTL_MARGIN, group_id=group_id
+    )
     reply = wait_reply(grid, node_id, message_id, timeout=timeout, what=message_type)
     return reply_blob(reply, node_id, message_type)
 
@@ -239,7 +249,9 @@ class SharedGrid(Grid):
         return self._inner.run
 
     def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # noqa: ANN001, ANN201
-        return Message(content, dst_node_id=dst_node_id, message_type=message_type, ttl=ttl, group_id=group_id)
+        return Message(
+            content, dst_node_id=dst_node_id, message_type=message_type, ttl=ttl, group_id=group_id
+        )
 
     def get_node_ids(self) -> list[int]:
         with self._lock:
@@ -257,7 +269,9 @@ class SharedGrid(Grid):
         with self._lock:
             return list(self._inner.pull_messages(list(message_ids)))
 
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> list[Message]:
         if timeout is None:
             raise ValueError("always pass a timeout")
         ids = self.push_messages(messages)

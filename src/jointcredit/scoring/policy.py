@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+import pandas  # spelled out where a parameter is called ``pd`` (probability of default)
 import pandas as pd
 
 from jointcredit.errors import DataValidationError, DuplicateIdentifierError
@@ -114,9 +115,9 @@ class ScoreScaling:
         """Score points of a contribution to logit(PD) (the intercept's also gets ``offset``)."""
         return -self.factor * _as_float_array(logit_contribution, "logit_contribution")
 
-    def pd_to_score(self, pd_: Any) -> Any:
+    def pd_to_score(self, pd: Any) -> Any:
         """Score of a probability of default (array or scalar in, same out)."""
-        p = _as_float_array(pd_, "pd")
+        p = _as_float_array(pd, "pd")
         if np.any((p < 0) | (p > 1)):
             raise DataValidationError("pd", "probabilities of default must lie in [0, 1]")
         p = np.clip(p, PD_CLIP, 1.0 - PD_CLIP)
@@ -238,7 +239,7 @@ class GradeBands:
                 "grade", f"unknown grade {grade!r}; grades are {list(self.labels)}"
             ) from None
 
-    def assign(self, score: Any = None, pd_: Any = None) -> np.ndarray:
+    def assign(self, score: Any = None, pd: Any = None) -> np.ndarray:
         """Grade of each enterprise (object array of labels), from its score or PD per ``basis``."""
         if self.basis == "score":
             if score is None:
@@ -246,9 +247,9 @@ class GradeBands:
             values = _as_float_array(score, "score")
             index = np.searchsorted(-np.asarray(self.cutoffs), -values, side="left")
         else:
-            if pd_ is None:
+            if pd is None:
                 raise DataValidationError("pd", "PD-based grades need PDs")
-            values = _as_float_array(pd_, "pd")
+            values = _as_float_array(pd, "pd")
             index = np.searchsorted(np.asarray(self.cutoffs), values, side="left")
         return np.asarray(self.labels, dtype=object)[index]
 
@@ -469,10 +470,10 @@ class PreAuthorizationPolicy:
     def decide(
         self,
         ids: Sequence[object],
-        pd_: Any,
-        bank_features: pd.DataFrame | None = None,
+        pd: Any,
+        bank_features: pandas.DataFrame | None = None,
         reasons: Sequence[str] | None = None,
-    ) -> pd.DataFrame:
+    ) -> pandas.DataFrame:
         """Score, grade, size and decide every candidate.
 
         ``bank_features``: the bank's size indicator columns; rows are matched through an
@@ -487,9 +488,9 @@ class PreAuthorizationPolicy:
         if any(not i.strip() for i in id_list):
             raise DataValidationError("ids", "empty id")
         if len(set(id_list)) != n:
-            counts = pd.Series(id_list).value_counts()
+            counts = pandas.Series(id_list).value_counts()
             raise DuplicateIdentifierError("ids", counts[counts > 1].index.tolist())
-        pds = _as_float_array(pd_, "pd").reshape(-1)
+        pds = _as_float_array(pd, "pd").reshape(-1)
         if pds.size != n:
             raise DataValidationError("pd", f"{pds.size} PDs for {n} ids")
         if reasons is None:
@@ -500,7 +501,7 @@ class PreAuthorizationPolicy:
                 raise DataValidationError("reasons", f"{len(reason_text)} reason texts for {n} ids")
 
         scores = np.asarray(self.scaling.pd_to_score(pds), dtype=np.float64).reshape(-1)
-        grades = self.grades.assign(score=scores, pd_=pds)
+        grades = self.grades.assign(score=scores, pd=pds)
         factor = self.lines.size_factor(_rows_for(bank_features, id_list), n)
         lines = self.lines.line(grades, factor)
 
@@ -513,15 +514,15 @@ class PreAuthorizationPolicy:
         preauth = (rank <= pre_rank) & ~declined & (lines > 0)
         decision = np.where(declined, DECLINE, np.where(preauth, PRE_AUTHORIZE, REFER))
         lines = np.where(declined, 0, lines)
-        return pd.DataFrame(
+        return pandas.DataFrame(
             {
-                "id": pd.Series(id_list, dtype=object),
+                "id": pandas.Series(id_list, dtype=object),
                 "pd": pds,
                 "score": scores,
-                "grade": pd.Series(grades, dtype=object),
+                "grade": pandas.Series(grades, dtype=object),
                 "credit_line": lines.astype(np.int64),
-                "decision": pd.Series(decision, dtype=object),
-                "reasons": pd.Series(reason_text, dtype=object),
+                "decision": pandas.Series(decision, dtype=object),
+                "reasons": pandas.Series(reason_text, dtype=object),
             },
             columns=list(DECISION_COLUMNS),
         )
