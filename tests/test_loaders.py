@@ -338,3 +338,11 @@ def test_loads_default_credit_with_plain_ids() -> None:
     bank.schema.check_alignable(center.schema)
     aligned = center.subset(bank.ids)
     assert list(aligned.ids) == list(bank.ids)
+
+
+def test_integer_column_labels_are_named_by_their_text(ids: list[str]) -> None:
+    raw = pd.DataFrame(np.arange(12.0).reshape(6, 2))
+    raw.insert(0, "id", ids)
+    table = load_party_table(raw)
+    assert table.feature_cols == ("0", "1")
+    assert list(raw.columns) == ["id", 0, 1]

@@ -565,6 +565,16 @@ class _Tables:
 # rebuild them once from the small spec in the pool initializer.
 _WORKER_TABLES: dict[str, _Tables] = {}
 
+PARALLEL_MODES = ("threads", "processes")
+
+
+def _dispatch(tables: _Tables, op: str, payload: Any) -> list[mpz]:
+    if op == "encrypt":
+        return tables.encrypt(payload)
+    if op == "rerandomize":
+        return tables.rerandomize(payload)
+    return tables.residues(payload)
+
 
 def _worker_init(token: str, spec: tuple) -> None:
     if token not in _WORKER_TABLES:
@@ -572,12 +582,14 @@ def _worker_init(token: str, spec: tuple) -> None:
 
 
 def _worker_run(token: str, op: str, payload: Any) -> list[mpz]:
-    tables = _WORKER_TABLES[token]
-    if op == "encrypt":
-        return tables.encrypt(payload)
-    if op == "rerandomize":
-        return tables.rerandomize(payload)
-    return tables.residues(payload)
+    return _dispatch(_WORKER_TABLES[token], op, payload)
+
+
+def _thread_run(tables: _Tables, op: str, payload: Any) -> list[mpz]:
+    # gmpy2 keeps the GIL during arithmetic unless the (thread-local) context allows releasing
+    # it; with it released, the 4096-bit multiplications of two threads run in parallel
+    with gmpy2.context(gmpy2.get_context(), allow_release_gil=True):
+        return _dispatch(tables, op, payload)
 
 
 def _shutdown_pool(pool: Executor, token: str) -> None:

@@ -102,6 +102,10 @@ def load_party_table(
 
 def _read(source: str | os.PathLike[str] | pd.DataFrame, id_col: str) -> pd.DataFrame:
     if isinstance(source, pd.DataFrame):
+        if not all(isinstance(c, str) for c in source.columns):
+            # Column roles are names; integer column labels (e.g. from numpy) become strings.
+            # rename() returns a new frame, so the caller's frame keeps its labels.
+            return source.rename(columns=str)
         return source
     if not isinstance(source, str | os.PathLike):
         raise DataValidationError(

@@ -24,7 +24,7 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
@@ -503,7 +503,7 @@ def make_sme_data(
 
 
 def _subset_latent(lat: _Latent, rows: np.ndarray) -> _Latent:
-    return _Latent(**{k: getattr(lat, k)[rows] for k in lat.__dataclass_fields__})
+    return _Latent(**{f.name: getattr(lat, f.name)[rows] for f in fields(lat)})
 
 
 def _check_args(n_enterprises: int, n_bank: int, overlap: float, bad_rate: float) -> None:

@@ -1,0 +1,8 @@
+# --- SecureBoost (issue 4) ---
+from jointcredit.learn.boosting import (  # noqa: E402
+    BankBoostModel,
+    CenterBoostPart,
+    HeteroSecureBoost,
+    load_center_part,
+    save_center_part,
+)

@@ -184,16 +184,19 @@ class GHPacking:
             raise EncodingOverflowError(
                 f"gradients: {gq.size} samples exceed the {self.max_terms} the slots are sized for"
             )
-        if gq.size and (int(np.abs(gq).max()) > self.offset or int(hq.min()) < 0
-                        or int(hq.max()) > self.h_max):
+        if gq.size and (
+            int(np.abs(gq).max()) > self.offset or int(hq.min()) < 0 or int(hq.max()) > self.h_max
+        ):
             raise EncodingOverflowError("gradients: quantized value outside the packing bounds")
         shifted = gq + self.offset
         if self.slot_bits <= 62:
             return ((shifted << self.h_bits) | hq).tolist()
         hb = self.h_bits
-        return [(int(a) << hb) | int(b) for a, b in zip(shifted.tolist(), hq.tolist())]
+        return [(int(a) << hb) | int(b) for a, b in zip(shifted.tolist(), hq.tolist(), strict=True)]
 
-    def unpack_sums(self, packed: Sequence[int], counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    def unpack_sums(
+        self, packed: Sequence[int], counts: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Quantized ``(G, H)`` sums from packed sums of ``counts[i]`` samples each."""
         hb = self.h_bits
         mask = (1 << hb) - 1
@@ -205,10 +208,12 @@ class GHPacking:
         G = np.empty(counts.size, dtype=np.int64)
         H = np.empty(counts.size, dtype=np.int64)
         off = self.offset
-        for i, (v, k) in enumerate(zip(packed, counts.tolist())):
+        for i, (v, k) in enumerate(zip(packed, counts.tolist(), strict=True)):
             v = int(v)
             if v < 0 or v.bit_length() > self.slot_bits:
-                raise EncodingOverflowError(f"packed[{i}]: value outside the {self.slot_bits}-bit record")
+                raise EncodingOverflowError(
+                    f"packed[{i}]: value outside the {self.slot_bits}-bit record"
+                )
             g_shifted = v >> hb
             if g_shifted > 2 * off * k:
                 raise EncodingOverflowError(f"packed[{i}]: g slot larger than {k} samples allow")
@@ -253,8 +258,12 @@ def candidate_specs(
 
 
 def plain_candidate_sums(
-    bin_g: np.ndarray, bin_h: np.ndarray, bin_n: np.ndarray, n_value_bins: int,
-    ts: np.ndarray, missing_left: np.ndarray,
+    bin_g: np.ndarray,
+    bin_h: np.ndarray,
+    bin_n: np.ndarray,
+    n_value_bins: int,
+    ts: np.ndarray,
+    missing_left: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Left-child sums of the given candidates from one feature's plaintext histogram."""
     out = []
@@ -352,7 +361,11 @@ def combine(a: int, b: int, mod: int | None) -> int:
 
 
 def bin_sums(
-    cts: Sequence[Any], positions: np.ndarray, bins: np.ndarray, n_slots: int, skip: int,
+    cts: Sequence[Any],
+    positions: np.ndarray,
+    bins: np.ndarray,
+    n_slots: int,
+    skip: int,
     mod: int | None,
 ) -> list[Any]:
     """Per-bin aggregate of ``cts[positions]`` grouped by ``bins``; bin ``skip`` left ``None``.
@@ -482,7 +495,7 @@ def _worker_main(conn: Any) -> None:
                     result.append(
                         [
                             bin_sums(cts, positions, bins[positions, f], int(ns), int(sk), mod)
-                            for f, ns, sk in zip(feats, n_slots, skips)
+                            for f, ns, sk in zip(feats, n_slots, skips, strict=True)
                         ]
                     )
                 conn.send(("ok", result))
@@ -572,7 +585,7 @@ class HistogramEngine:
             return
         k = len(self._conns)
         self._shards = [(n * i // k, n * (i + 1) // k) for i in range(k)]
-        for conn, (lo, hi) in zip(self._conns, self._shards):
+        for conn, (lo, hi) in zip(self._conns, self._shards, strict=True):
             mod = None if self.mod is None else int(self.mod)
             conn.send(("tree", mod, blob[lo * width : hi * width], width, bins[lo:hi]))
         for conn in self._conns:
@@ -587,14 +600,16 @@ class HistogramEngine:
             assert self._bins is not None
             return [
                 [
-                    bin_sums(self._cts, pos, self._bins[pos, f], int(n_slots[f]), int(sk[f]), self.mod)
+                    bin_sums(
+                        self._cts, pos, self._bins[pos, f], int(n_slots[f]), int(sk[f]), self.mod
+                    )
                     for f in feats
                 ]
-                for pos, sk in zip(nodes, skips)
+                for pos, sk in zip(nodes, skips, strict=True)
             ]
-        for conn, (lo, hi) in zip(self._conns, self._shards):
+        for conn, (lo, hi) in zip(self._conns, self._shards, strict=True):
             tasks = []
-            for pos, sk in zip(nodes, skips):
+            for pos, sk in zip(nodes, skips, strict=True):
                 a, b = np.searchsorted(pos, [lo, hi])
                 tasks.append((pos[a:b] - lo, feats, n_slots, sk))
             conn.send(("hist", tasks))
@@ -602,8 +617,8 @@ class HistogramEngine:
         out = parts[0]
         mod = self.mod
         for other in parts[1:]:
-            for node_out, node_other in zip(out, other):
-                for f_out, f_other in zip(node_out, node_other):
+            for node_out, node_other in zip(out, other, strict=True):
+                for f_out, f_other in zip(node_out, node_other, strict=True):
                     for b, v in enumerate(f_other):
                         if v is not None:
                             f_out[b] = combine(f_out[b], v, mod)
@@ -621,7 +636,7 @@ class HistogramEngine:
         k = len(self._conns)
         assignments = [chunks[i::k] for i in range(k)]
         mod = None if self.mod is None else int(self.mod)
-        for conn, mine in zip(self._conns, assignments):
+        for conn, mine in zip(self._conns, assignments, strict=True):
             conn.send(("compress", mod, [c for _, c in mine], slot_bits, per))
         results = [self._ask(conn) for conn in self._conns]
         out: list[list[Any]] = [[] for _ in groups]
@@ -632,7 +647,9 @@ class HistogramEngine:
         return out
 
 
-def check_positive_int(name: str, value: Any, *, minimum: int = 1, maximum: int | None = None) -> int:
+def check_positive_int(
+    name: str, value: Any, *, minimum: int = 1, maximum: int | None = None
+) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise DataValidationError(name, f"must be an integer, got {type(value).__name__}")
     value = int(value)
@@ -643,8 +660,13 @@ def check_positive_int(name: str, value: Any, *, minimum: int = 1, maximum: int 
 
 
 def check_real(
-    name: str, value: Any, *, low: float, high: float | None = None,
-    low_open: bool = False, high_open: bool = False,
+    name: str,
+    value: Any,
+    *,
+    low: float,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
 ) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise DataValidationError(name, f"must be a number, got {type(value).__name__}")

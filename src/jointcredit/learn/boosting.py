@@ -60,7 +60,6 @@ from jointcredit.learn._hist import (
     check_real,
     choose_split,
     combine,
-    compress_records,
     decompress_plain,
     goes_left,
     identity,
@@ -153,15 +152,21 @@ class BoostParams:
         check_real("min_split_gain", p.min_split_gain, low=0.0)
         check_real("subsample", p.subsample, low=0.0, high=1.0, low_open=True)
         if p.sampling not in ("uniform", "goss"):
-            raise DataValidationError("sampling", f"must be 'uniform' or 'goss', got {p.sampling!r}")
-        check_real("goss_top_rate", p.goss_top_rate, low=0.0, high=1.0, low_open=True, high_open=True)
+            raise DataValidationError(
+                "sampling", f"must be 'uniform' or 'goss', got {p.sampling!r}"
+            )
+        check_real(
+            "goss_top_rate", p.goss_top_rate, low=0.0, high=1.0, low_open=True, high_open=True
+        )
         check_real("goss_other_rate", p.goss_other_rate, low=0.0, high=1.0, low_open=True)
         if p.sampling == "goss" and p.goss_top_rate + p.goss_other_rate > 1.0:
             raise DataValidationError(
                 "goss_other_rate", "goss_top_rate + goss_other_rate must not exceed 1"
             )
         if p.sampling == "goss" and p.subsample != 1.0:
-            raise DataValidationError("subsample", "GOSS sets its own sample size; leave subsample=1")
+            raise DataValidationError(
+                "subsample", "GOSS sets its own sample size; leave subsample=1"
+            )
         check_real("colsample_bytree", p.colsample_bytree, low=0.0, high=1.0, low_open=True)
         check_positive_int("bank_only_trees", p.bank_only_trees, minimum=0)
         check_real("validation_fraction", p.validation_fraction, low=0.0, high=1.0, high_open=True)
@@ -172,7 +177,9 @@ class BoostParams:
                     "early_stopping_rounds", "needs a validation split: set validation_fraction > 0"
                 )
         if p.backend not in ("paillier", "plain"):
-            raise DataValidationError("backend", f"must be 'paillier' or 'plain', got {p.backend!r}")
+            raise DataValidationError(
+                "backend", f"must be 'paillier' or 'plain', got {p.backend!r}"
+            )
         check_positive_int("key_bits", p.key_bits)
         if p.backend == "paillier":
             from jointcredit.crypto.paillier import MIN_PAILLIER_BITS
@@ -242,7 +249,9 @@ class _BankCipher:
             width = PLAIN_CAPACITY_BITS // 8
             if len(blob) % width:
                 raise MalformedMessageError("histogram: blob is not a whole number of records")
-            values = [int.from_bytes(blob[i : i + width], "big") for i in range(0, len(blob), width)]
+            values = [
+                int.from_bytes(blob[i : i + width], "big") for i in range(0, len(blob), width)
+            ]
             try:
                 return decompress_plain(values, slot_bits, per, count)
             except ValueError as exc:
@@ -373,15 +382,23 @@ class BankBoostModel:
     params: dict = field(default_factory=dict)
 
     def center_trees(self) -> list[int]:
-        return [t for t, tree in enumerate(self.trees) if any(
-            n["kind"] == "center" for n in tree.values())]
+        return [
+            t
+            for t, tree in enumerate(self.trees)
+            if any(n["kind"] == "center" for n in tree.values())
+        ]
 
     def to_json(self) -> str:
         trees = [{str(k): v for k, v in tree.items()} for tree in self.trees]
         return json.dumps(
-            {"format": "jointcredit.secureboost.bank/1", "model_id": self.model_id,
-             "feature_names": self.feature_names, "init_score": self.init_score,
-             "trees": trees, "params": self.params},
+            {
+                "format": "jointcredit.secureboost.bank/1",
+                "model_id": self.model_id,
+                "feature_names": self.feature_names,
+                "init_score": self.init_score,
+                "trees": trees,
+                "params": self.params,
+            },
             indent=1,
         )
 
@@ -391,8 +408,13 @@ class BankBoostModel:
         if d.get("format") != "jointcredit.secureboost.bank/1":
             raise DataValidationError("format", "not a SecureBoost bank model file")
         trees = [{int(k): v for k, v in tree.items()} for tree in d["trees"]]
-        return cls(d["model_id"], list(d["feature_names"]), float(d["init_score"]), trees,
-                   dict(d.get("params", {})))
+        return cls(
+            d["model_id"],
+            list(d["feature_names"]),
+            float(d["init_score"]),
+            trees,
+            dict(d.get("params", {})),
+        )
 
     def route(self, X: np.ndarray, tree: int) -> tuple[list[int], np.ndarray]:
         """Leaves of ``tree`` (sorted ids) and which of them each row can reach via bank splits."""
@@ -428,8 +450,15 @@ class CenterBoostPart:
 
     def to_json(self) -> str:
         trees = {str(t): {str(k): v for k, v in nodes.items()} for t, nodes in self.trees.items()}
-        return json.dumps({"format": "jointcredit.secureboost.center/1", "model_id": self.model_id,
-                           "feature_names": self.feature_names, "trees": trees}, indent=1)
+        return json.dumps(
+            {
+                "format": "jointcredit.secureboost.center/1",
+                "model_id": self.model_id,
+                "feature_names": self.feature_names,
+                "trees": trees,
+            },
+            indent=1,
+        )
 
     @classmethod
     def from_json(cls, text: str) -> CenterBoostPart:
@@ -478,7 +507,9 @@ def load_center_part(center: CenterParty, path: str | os.PathLike) -> str:
     part = CenterBoostPart.from_json(Path(path).read_text(encoding="utf-8"))
     missing = [f for f in part.feature_names if f not in center.feature_names]
     if missing:
-        raise DataValidationError(", ".join(missing), "feature(s) of the saved part not in the table")
+        raise DataValidationError(
+            ", ".join(missing), "feature(s) of the saved part not in the table"
+        )
     center.model_parts[part.model_id] = part
     return part.model_id
 
@@ -498,7 +529,9 @@ class SecureBoostCenter:
 
     protocol = PROTOCOL
 
-    def __init__(self, center: CenterParty, *, n_jobs: int | None = None, seed: int | None = None) -> None:
+    def __init__(
+        self, center: CenterParty, *, n_jobs: int | None = None, seed: int | None = None
+    ) -> None:
         self.center = center
         self.n_jobs = min(2, os.cpu_count() or 1) if n_jobs is None else max(1, int(n_jobs))
         self.rng = np.random.default_rng(seed)
@@ -507,10 +540,26 @@ class SecureBoostCenter:
     # -- job setup ---------------------------------------------------------------------------
 
     def _validate_job(self, reply: Any) -> dict:
-        job = _dict(reply, "start", ["version", "model_id", "backend", "public_key", "max_depth",
-                                     "max_bin", "min_child_samples", "colsample_bytree",
-                                     "n_estimators", "first_tree", "slot_bits", "train_rows",
-                                     "valid_rows", "first"])
+        job = _dict(
+            reply,
+            "start",
+            [
+                "version",
+                "model_id",
+                "backend",
+                "public_key",
+                "max_depth",
+                "max_bin",
+                "min_child_samples",
+                "colsample_bytree",
+                "n_estimators",
+                "first_tree",
+                "slot_bits",
+                "train_rows",
+                "valid_rows",
+                "first",
+            ],
+        )
         if job["version"] != WIRE_VERSION:
             raise ProtocolError(f"start: wire version {job['version']!r} not supported")
         if not isinstance(job["model_id"], str) or not 0 < len(job["model_id"]) <= 64:
@@ -572,7 +621,8 @@ class SecureBoostCenter:
             self.engine.close()
             cipher.close()
         part = CenterBoostPart(
-            job["model_id"], list(self.center.feature_names),
+            job["model_id"],
+            list(self.center.feature_names),
             {t: nodes for t, nodes in self.trees.items() if t < n_trees},
         )
         self.center.model_parts[job["model_id"]] = part
@@ -585,17 +635,19 @@ class SecureBoostCenter:
         if nxt["tree"] != t:
             raise ProtocolError(f"next: expected tree {t}, got {nxt['tree']!r}")
         sample = _int_array(nxt["rows"], "next.rows")
-        if sample.size and (sample.min() < 0 or sample.max() >= self.n_train
-                            or np.any(np.diff(sample) <= 0)):
+        if sample.size and (
+            sample.min() < 0 or sample.max() >= self.n_train or np.any(np.diff(sample) <= 0)
+        ):
             raise MalformedMessageError("next.rows: must be sorted distinct training rows")
         cts = self.cipher.parse(nxt["cts"], sample.size)
-        self.engine.load_tree(cts, nxt["cts"], self.cipher.width, self.bins[sample])
         n_job = self.bins.shape[0]
         pos_of = np.full(n_job, -1, dtype=np.int64)
         pos_of[sample] = np.arange(sample.size)
         k_feat = max(1, round(self.colsample * self.n_features)) if self.n_features else 0
-        feats = np.sort(self.rng.choice(self.n_features, size=k_feat, replace=False)) if k_feat else \
-            np.empty(0, dtype=np.int64)
+        feats = np.sort(self.rng.choice(self.n_features, size=k_feat, replace=False))
+        # the engine sees this tree's sampled rows x selected features, in that order
+        self.sample_bins = self.bins[sample][:, feats]
+        self.engine.load_tree(cts, nxt["cts"], self.cipher.width, self.sample_bins)
         splits: dict[int, dict] = {}
         self.trees[t] = splits
         rows: dict[int, np.ndarray] = {0: np.arange(n_job)}
@@ -615,7 +667,7 @@ class SecureBoostCenter:
                 raise MalformedMessageError("level.ok: one decision per open node expected")
             members = []
             next_open: list[int] = []
-            for node, dec in zip(open_nodes, decisions):
+            for node, dec in zip(open_nodes, decisions, strict=True):
                 if not isinstance(dec, list) or len(dec) != 4 or dec[0] != node:
                     raise MalformedMessageError(f"level.ok: bad decision for node {node}")
                 kind = dec[1]
@@ -634,9 +686,12 @@ class SecureBoostCenter:
                     b = self.bins[node_rows, f]
                     B = int(self.n_value_bins[f])
                     left = np.where(b == B, ml, b <= tb)
-                    splits[node] = {"kind": "center", "feature": self.center.feature_names[f],
-                                    "threshold": self.mapper.threshold(f, tb),
-                                    "missing_left": bool(ml)}
+                    splits[node] = {
+                        "kind": "center",
+                        "feature": self.center.feature_names[f],
+                        "threshold": self.mapper.threshold(f, tb),
+                        "missing_left": bool(ml),
+                    }
                     members.append([node, _bits(left)])
                 else:
                     raise MalformedMessageError(f"decision[{node}]: unknown kind {kind!r}")
@@ -661,8 +716,12 @@ class SecureBoostCenter:
         return _dict(reply, "finish.ok", ["next"])["next"]
 
     def _level_histograms(
-        self, open_nodes: list[int], rows: dict[int, np.ndarray], pos_of: np.ndarray,
-        feats: np.ndarray, hist: dict[int, list[list[Any]]],
+        self,
+        open_nodes: list[int],
+        rows: dict[int, np.ndarray],
+        pos_of: np.ndarray,
+        feats: np.ndarray,
+        hist: dict[int, list[list[Any]]],
     ) -> tuple[list[list[Any]], dict[int, list[tuple[int, int, bool]]]]:
         mod = self.cipher.mod
         n_slots = self.n_value_bins[feats] + 1
@@ -699,8 +758,8 @@ class SecureBoostCenter:
         for node in set(build) | {d[0] for d in derive}:
             p = pos(node)
             counts[node] = [
-                np.bincount(self.bins[self.engine_rows(p), f], minlength=int(n_slots[i]))
-                for i, f in enumerate(feats)
+                np.bincount(self.sample_bins[p, i], minlength=int(n_slots[i]))
+                for i in range(len(feats))
             ]
         skips = []
         for node in build:
@@ -714,10 +773,11 @@ class SecureBoostCenter:
                         sk[i] = int(np.argmax(ci))
             skips.append(sk)
         t0 = time.perf_counter()
-        local_feats_bins = self.engine.build([pos(n) for n in build], n_slots, skips) if build else []
+        local_feats_bins = (
+            self.engine.build([pos(n) for n in build], n_slots, skips) if build else []
+        )
         self.stats["hist_s"] = self.stats.get("hist_s", 0.0) + time.perf_counter() - t0
-        # the engine works on this tree's columns 0..F-1 of the selected features
-        for node, sk, per_feat in zip(build, skips, local_feats_bins):
+        for node, sk, per_feat in zip(build, skips, local_feats_bins, strict=True):
             if (sk >= 0).any():
                 anchor = int(np.flatnonzero(sk < 0)[0])
                 total = identity(mod)
@@ -738,7 +798,7 @@ class SecureBoostCenter:
             flat = [v for fb in hist[sib] for v in fb]
             invs = batch_inverse(flat, mod)
             parent_flat = [v for fb in hist[parent] for v in fb]
-            out = [combine(a, b, mod) for a, b in zip(parent_flat, invs)]
+            out = [combine(a, b, mod) for a, b in zip(parent_flat, invs, strict=True)]
             per_feat, k = [], 0
             for fb in hist[sib]:
                 per_feat.append(out[k : k + len(fb)])
@@ -766,7 +826,7 @@ class SecureBoostCenter:
                     acc = combine(acc, bins_ct[b], mod)
                     cum_ct.append(acc)
                 cum_n = np.concatenate([[0], np.cumsum(c[:B])])
-                for tb, m in zip(ts.tolist(), ml.tolist()):
+                for tb, m in zip(ts.tolist(), ml.tolist(), strict=True):
                     ct = cum_ct[tb] if tb >= 0 else identity(mod)
                     n_left = int(cum_n[tb + 1])
                     if m:
@@ -782,16 +842,9 @@ class SecureBoostCenter:
         t0 = time.perf_counter()
         packed = self.engine.compress(groups, self.slot_bits, self.per)
         self.stats["compress_s"] = self.stats.get("compress_s", 0.0) + time.perf_counter() - t0
-        for node, g, cnt in zip(open_nodes, packed, group_counts):
+        for node, g, cnt in zip(open_nodes, packed, group_counts, strict=True):
             nodes_msg.append([node, cnt, self.cipher.finalize(g) if g else b""])
         return nodes_msg, metas
-
-    @staticmethod
-    def engine_rows(p: np.ndarray) -> np.ndarray:
-        return p
-
-    def __getattribute__(self, name: str) -> Any:
-        return object.__getattribute__(self, name)
 
 
 # ============================================================================================
@@ -804,8 +857,9 @@ class SecureBoostBank:
 
     protocol = PROTOCOL
 
-    def __init__(self, bank: BankParty, *, rows: Sequence[int] | np.ndarray | None = None,
-                 **params: Any) -> None:
+    def __init__(
+        self, bank: BankParty, *, rows: Sequence[int] | np.ndarray | None = None, **params: Any
+    ) -> None:
         self.bank = bank
         self.params = BoostParams.validate(**params)
         self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
@@ -826,7 +880,9 @@ class SecureBoostBank:
                 return self._level(payload)
             if msg_type == "finish" and self.state == "training":
                 return {"next": self._finish(payload)}
-            raise UnexpectedMessageError(f"secureboost: unexpected {msg_type!r} in state {self.state}")
+            raise UnexpectedMessageError(
+                f"secureboost: unexpected {msg_type!r} in state {self.state}"
+            )
         finally:
             self.timings["bank_s"] = self.timings.get("bank_s", 0.0) + time.perf_counter() - t0
 
@@ -853,8 +909,11 @@ class SecureBoostBank:
         else:
             train_rows, valid_rows = rows, rows[:0]
         if train_rows.size < 2 * p.min_child_samples:
-            raise DataValidationError("rows", f"{train_rows.size} training rows cannot be split "
-                                              f"with min_child_samples={p.min_child_samples}")
+            raise DataValidationError(
+                "rows",
+                f"{train_rows.size} training rows cannot be split "
+                f"with min_child_samples={p.min_child_samples}",
+            )
         self.train_rows, self.valid_rows = train_rows, valid_rows
         job_rows = np.concatenate([train_rows, valid_rows])
         self.n_train = train_rows.size
@@ -875,7 +934,6 @@ class SecureBoostBank:
         self.F = np.full(job_rows.size, self.init_score)
         self.model_id = uuid.uuid4().hex
         self.trees: list[dict[int, dict]] = []
-        self.center_trees: dict[int, None] = {}
         self.state = "training"
         first_joint = min(p.bank_only_trees, p.n_estimators)
         stop = False
@@ -890,12 +948,20 @@ class SecureBoostBank:
         else:
             first = self._begin_tree_payload()
         return {
-            "version": WIRE_VERSION, "model_id": self.model_id, "backend": p.backend,
-            "public_key": self.cipher.public_bytes(), "max_depth": p.max_depth,
-            "max_bin": p.max_bin, "min_child_samples": p.min_child_samples,
-            "colsample_bytree": p.colsample_bytree, "n_estimators": p.n_estimators,
-            "first_tree": len(self.trees), "slot_bits": self.packing.slot_bits,
-            "train_rows": train_rows, "valid_rows": valid_rows, "first": first,
+            "version": WIRE_VERSION,
+            "model_id": self.model_id,
+            "backend": p.backend,
+            "public_key": self.cipher.public_bytes(),
+            "max_depth": p.max_depth,
+            "max_bin": p.max_bin,
+            "min_child_samples": p.min_child_samples,
+            "colsample_bytree": p.colsample_bytree,
+            "n_estimators": p.n_estimators,
+            "first_tree": len(self.trees),
+            "slot_bits": self.packing.slot_bits,
+            "train_rows": train_rows,
+            "valid_rows": valid_rows,
+            "first": first,
         }
 
     # -- per tree ----------------------------------------------------------------------------
@@ -921,7 +987,9 @@ class SecureBoostBank:
         else:
             sample = np.arange(n)
         k_feat = max(1, round(p.colsample_bytree * len(self.feature_names)))
-        self.tree_feats = np.sort(self.rng.choice(len(self.feature_names), size=k_feat, replace=False))
+        self.tree_feats = np.sort(
+            self.rng.choice(len(self.feature_names), size=k_feat, replace=False)
+        )
         self.sample = sample
         self.in_sample = np.zeros(self.F.size, dtype=bool)
         self.in_sample[sample] = True
@@ -952,7 +1020,10 @@ class SecureBoostBank:
             n_trees = self.best_iteration + 1
         self.trees = self.trees[:n_trees]
         self.model = BankBoostModel(
-            self.model_id, self.feature_names, self.init_score, self.trees,
+            self.model_id,
+            self.feature_names,
+            self.init_score,
+            self.trees,
             {k: v for k, v in asdict(self.params).items()},
         )
         self.bank.model_parts[self.model_id] = self.model
@@ -965,7 +1036,9 @@ class SecureBoostBank:
         s = r[self.in_sample[r]]
         return s, (int(self.gq[s].sum()), int(self.hq[s].sum()), int(s.size))
 
-    def _bank_block(self, s: np.ndarray) -> tuple[tuple[np.ndarray, ...], list[tuple[int, int, bool]]]:
+    def _bank_block(
+        self, s: np.ndarray
+    ) -> tuple[tuple[np.ndarray, ...], list[tuple[int, int, bool]]]:
         GLs, HLs, nLs, meta = [], [], [], []
         gq, hq = self.gq[s].astype(np.float64), self.hq[s].astype(np.float64)
         for f in self.tree_feats:
@@ -981,7 +1054,7 @@ class SecureBoostBank:
             GLs.append(GL)
             HLs.append(HL)
             nLs.append(nL)
-            meta += [(int(f), int(tb), bool(m)) for tb, m in zip(ts.tolist(), ml.tolist())]
+            meta += [(int(f), int(tb), bool(m)) for tb, m in zip(ts.tolist(), ml.tolist(), strict=True)]
         if not meta:
             e = np.empty(0, dtype=np.int64)
             return (e, e, e), meta
@@ -993,8 +1066,12 @@ class SecureBoostBank:
         bank_block, meta = self._bank_block(s)
         blocks = [bank_block] + ([center_block] if center_block is not None else [])
         choice = choose_split(
-            blocks, totals, scale=self.packing.scale, reg_lambda=p.reg_lambda,
-            min_child_weight=p.min_child_weight, min_child_samples=p.min_child_samples,
+            blocks,
+            totals,
+            scale=self.packing.scale,
+            reg_lambda=p.reg_lambda,
+            min_child_weight=p.min_child_weight,
+            min_child_samples=p.min_child_samples,
             min_split_gain=p.min_split_gain,
         )
         return choice, meta
@@ -1004,8 +1081,12 @@ class SecureBoostBank:
         b = self.bins[r, f]
         B = int(self.n_value_bins[f])
         left = np.where(b == B, ml, b <= tb)
-        self.tree[node] = {"kind": "bank", "feature": self.feature_names[f],
-                           "threshold": self.mapper.threshold(f, tb), "missing_left": bool(ml)}
+        self.tree[node] = {
+            "kind": "bank",
+            "feature": self.feature_names[f],
+            "threshold": self.mapper.threshold(f, tb),
+            "missing_left": bool(ml),
+        }
         self._set_children(node, left)
         return left
 
@@ -1018,8 +1099,11 @@ class SecureBoostBank:
         p = self.params
         if self.depth + 1 >= p.max_depth:
             return []
-        return [c for c, k in zip(_children(node), (n_left, n_node - n_left))
-                if k >= 2 * p.min_child_samples]
+        return [
+            c
+            for c, k in zip(_children(node), (n_left, n_node - n_left), strict=True)
+            if k >= 2 * p.min_child_samples
+        ]
 
     def _grow_locally(self) -> None:
         """A bank-only tree: the same split search without center candidates or messages."""
@@ -1058,8 +1142,10 @@ class SecureBoostBank:
         if msg["tree"] != len(self.trees) or msg["depth"] != self.depth:
             raise ProtocolError(f"level: expected tree {len(self.trees)} depth {self.depth}")
         nodes = msg["nodes"]
-        if not isinstance(nodes, list) or [n[0] if isinstance(n, list) and n else None
-                                           for n in nodes] != self.open_nodes:
+        if (
+            not isinstance(nodes, list)
+            or [n[0] if isinstance(n, list) and n else None for n in nodes] != self.open_nodes
+        ):
             raise MalformedMessageError(f"level: histograms expected for nodes {self.open_nodes}")
         # decrypt and validate everything before touching the tree
         pending_before = dict(self.pending)
@@ -1073,7 +1159,9 @@ class SecureBoostBank:
                     raise MalformedMessageError("level: node entries are [node, counts, blob]")
                 node, counts, blob = item
                 counts = _int_array(counts, f"level.nodes[{node}].counts")
-                if counts.size and (counts.min() < 0 or counts.max() > self._node_totals(node)[1][2]):
+                if counts.size and (
+                    counts.min() < 0 or counts.max() > self._node_totals(node)[1][2]
+                ):
                     raise MalformedMessageError(f"level.nodes[{node}]: impossible candidate counts")
                 if counts.size:
                     records = self.cipher.decrypt_records(blob, self.packing.slot_bits, counts.size)
@@ -1083,7 +1171,9 @@ class SecureBoostBank:
                         raise MalformedMessageError(f"level.nodes[{node}]: blob without candidates")
                     GL = HL = np.empty(0, dtype=np.int64)
                 center_blocks[node] = (GL, HL, counts)
-            self.timings["decrypt_s"] = self.timings.get("decrypt_s", 0.0) + time.perf_counter() - t0
+            self.timings["decrypt_s"] = (
+                self.timings.get("decrypt_s", 0.0) + time.perf_counter() - t0
+            )
         except Exception:
             self.pending, self.node_rows = pending_before, node_rows_before
             raise
@@ -1119,7 +1209,6 @@ class SecureBoostBank:
         return self._finish_tree()
 
     def _finish_tree(self) -> dict:
-        self.center_trees[len(self.trees)] = None
         if self._end_tree():
             return self._stop_payload()
         if len(self.trees) >= self.params.n_estimators:
@@ -1133,8 +1222,9 @@ class SecureBoostBank:
             if node in self.tree:
                 continue
             s = r[self.in_sample[r]]
-            value = p.learning_rate * leaf_weight(float(self.gw[s].sum()), float(self.hw[s].sum()),
-                                                  p.reg_lambda)
+            value = p.learning_rate * leaf_weight(
+                float(self.gw[s].sum()), float(self.hw[s].sum()), p.reg_lambda
+            )
             self.tree[node] = {"kind": "leaf", "value": value}
             self.F[r] += value
         self.trees.append(dict(sorted(self.tree.items())))
@@ -1143,8 +1233,10 @@ class SecureBoostBank:
             self.evals.append(loss)
             if self.best_iteration is None or loss < self.evals[self.best_iteration]:
                 self.best_iteration = len(self.trees) - 1
-            if (p.early_stopping_rounds is not None
-                    and len(self.trees) - 1 - self.best_iteration >= p.early_stopping_rounds):
+            if (
+                p.early_stopping_rounds is not None
+                and len(self.trees) - 1 - self.best_iteration >= p.early_stopping_rounds
+            ):
                 return True
         return False
 
@@ -1184,8 +1276,9 @@ class SecureBoostPredictCenter:
         if rows.size and (rows.min() < 0 or rows.max() >= n_aligned):
             raise DataValidationError("rows", "row positions outside the aligned intersection")
         X = self.center.aligned_features(rows)[part.feature_names].to_numpy(dtype=np.float64)
-        trees = sorted(t for t, s in part.trees.items() if any(
-            n["kind"] == "center" for n in s.values()))
+        trees = sorted(
+            t for t, s in part.trees.items() if any(n["kind"] == "center" for n in s.values())
+        )
         blocks, n_leaves = [], []
         for t in trees:
             leaves, reach = part.reachability(X, t)
@@ -1201,8 +1294,14 @@ class SecureBoostPredictBank:
 
     protocol = PREDICT_PROTOCOL
 
-    def __init__(self, bank: BankParty, *, model_id: str, rows: Sequence[int] | np.ndarray | None = None,
-                 model: BankBoostModel | None = None) -> None:
+    def __init__(
+        self,
+        bank: BankParty,
+        *,
+        model_id: str,
+        rows: Sequence[int] | np.ndarray | None = None,
+        model: BankBoostModel | None = None,
+    ) -> None:
         self.bank = bank
         model = model if model is not None else bank.model_parts.get(model_id)
         if not isinstance(model, BankBoostModel) or model.model_id != model_id:
@@ -1235,17 +1334,20 @@ class SecureBoostPredictBank:
         masks = msg["masks"]
         n = self.rows.size
         widths = []
-        for t, k in zip(expected, msg["n_leaves"]):
+        for t, k in zip(expected, msg["n_leaves"], strict=True):
             leaves = sum(1 for v in self.model.trees[t].values() if v["kind"] == "leaf")
             if k != leaves:
                 raise ProtocolError(f"masks: tree {t} has {leaves} leaves, center sent {k}")
             widths.append((k + 7) // 8)
-        if (not isinstance(masks, np.ndarray) or masks.dtype != np.uint8
-                or masks.shape != (n, sum(widths))):
+        if (
+            not isinstance(masks, np.ndarray)
+            or masks.dtype != np.uint8
+            or masks.shape != (n, sum(widths))
+        ):
             raise MalformedMessageError("masks: wrong shape or dtype")
         center_reach = {}
         col = 0
-        for t, k, w in zip(expected, msg["n_leaves"], widths):
+        for t, k, w in zip(expected, msg["n_leaves"], widths, strict=True):
             center_reach[t] = np.unpackbits(masks[:, col : col + w], axis=1, count=k).astype(bool)
             col += w
         score = np.full(n, self.model.init_score)
@@ -1312,13 +1414,16 @@ class HeteroSecureBoost:
         self.hyperparameters.update(params)
         return self
 
-    def fit(self, session: Any, rows: Sequence[int] | np.ndarray | None = None) -> HeteroSecureBoost:
+    def fit(
+        self, session: Any, rows: Sequence[int] | np.ndarray | None = None
+    ) -> HeteroSecureBoost:
         params = BoostParams.validate(**self.hyperparameters)  # typed errors before any crypto
         if params.sampling == "goss":
             warnings.warn(
                 "GOSS shows the credit center which rows have large gradients (label leakage); "
                 "prefer sampling='uniform' with subsample < 1",
-                UserWarning, stacklevel=2,
+                UserWarning,
+                stacklevel=2,
             )
         side = SecureBoostBank(session.bank, rows=rows, **asdict(params))
         mark = session.transcript.mark()
@@ -1347,7 +1452,9 @@ class HeteroSecureBoost:
             raise NotFittedError("HeteroSecureBoost: call fit (or load) first")
         return model
 
-    def decision_function(self, session: Any, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+    def decision_function(
+        self, session: Any, rows: Sequence[int] | np.ndarray | None = None
+    ) -> np.ndarray:
         """Raw scores (log-odds of bad) of aligned rows, routed jointly with the center."""
         model = self._check_fitted()
         session.bank.model_parts[model.model_id] = model
@@ -1357,7 +1464,9 @@ class HeteroSecureBoost:
             raise ProtocolError("secureboost_predict: no scores")
         return side.raw_scores
 
-    def predict_proba(self, session: Any, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+    def predict_proba(
+        self, session: Any, rows: Sequence[int] | np.ndarray | None = None
+    ) -> np.ndarray:
         """``(n, 2)`` array; column 1 is P(bad)."""
         p = _sigmoid(self.decision_function(session, rows))
         return np.column_stack([1.0 - p, p])
@@ -1374,7 +1483,8 @@ class HeteroSecureBoost:
     @classmethod
     def load(cls, directory: str | os.PathLike) -> HeteroSecureBoost:
         model = BankBoostModel.from_json(
-            (Path(directory) / "secureboost_bank.json").read_text(encoding="utf-8"))
+            (Path(directory) / "secureboost_bank.json").read_text(encoding="utf-8")
+        )
         known = {k: v for k, v in model.params.items() if k in BoostParams.__dataclass_fields__}
         est = cls(**known)
         est.model_ = model
@@ -1394,22 +1504,34 @@ def lightgbm_reference_params(**params: Any) -> dict:
     """LightGBM settings equivalent to SecureBoost hyper-parameters (single-threaded)."""
     p = BoostParams.validate(**params)
     out = {
-        "n_estimators": p.n_estimators, "max_depth": p.max_depth, "num_leaves": 2**p.max_depth,
-        "learning_rate": p.learning_rate, "max_bin": p.max_bin, "reg_lambda": p.reg_lambda,
-        "reg_alpha": 0.0, "min_child_weight": p.min_child_weight,
-        "min_child_samples": p.min_child_samples, "min_split_gain": p.min_split_gain,
-        "colsample_bytree": p.colsample_bytree, "num_threads": 1, "verbose": -1,
+        "n_estimators": p.n_estimators,
+        "max_depth": p.max_depth,
+        "num_leaves": 2**p.max_depth,
+        "learning_rate": p.learning_rate,
+        "max_bin": p.max_bin,
+        "reg_lambda": p.reg_lambda,
+        "reg_alpha": 0.0,
+        "min_child_weight": p.min_child_weight,
+        "min_child_samples": p.min_child_samples,
+        "min_split_gain": p.min_split_gain,
+        "colsample_bytree": p.colsample_bytree,
+        "num_threads": 1,
+        "verbose": -1,
         "random_state": 0 if p.random_state is None else p.random_state,
     }
     if p.sampling == "goss":
-        out.update(data_sample_strategy="goss", top_rate=p.goss_top_rate, other_rate=p.goss_other_rate)
+        out.update(
+            data_sample_strategy="goss", top_rate=p.goss_top_rate, other_rate=p.goss_other_rate
+        )
     elif p.subsample < 1.0:
         out.update(subsample=p.subsample, subsample_freq=1)
     return out
 
 
 def train_and_evaluate(
-    session: Any, train_rows: Sequence[int] | np.ndarray, test_rows: Sequence[int] | np.ndarray,
+    session: Any,
+    train_rows: Sequence[int] | np.ndarray,
+    test_rows: Sequence[int] | np.ndarray,
     **params: Any,
 ) -> dict:
     """Fit SecureBoost on ``train_rows``, score ``test_rows``, and compare with LightGBM.
@@ -1428,11 +1550,14 @@ def train_and_evaluate(
     y_train = session.bank.aligned_labels(train_rows)
     y_test = session.bank.aligned_labels(test_rows)
     ref = lightgbm_reference_params(**model.hyperparameters)
-    if model.hyperparameters.get("validation_fraction", 0.0) > 0:
-        # the federated model saw fewer training rows; LightGBM gets the full set (upper bound)
-        pass
-    bank_tr, bank_te = session.bank.aligned_features(train_rows), session.bank.aligned_features(test_rows)
-    cen_tr, cen_te = session.center.aligned_features(train_rows), session.center.aligned_features(test_rows)
+    bank_tr, bank_te = (
+        session.bank.aligned_features(train_rows),
+        session.bank.aligned_features(test_rows),
+    )
+    cen_tr, cen_te = (
+        session.center.aligned_features(train_rows),
+        session.center.aligned_features(test_rows),
+    )
     joined_tr = np.hstack([bank_tr.to_numpy(np.float64), cen_tr.to_numpy(np.float64)])
     joined_te = np.hstack([bank_te.to_numpy(np.float64), cen_te.to_numpy(np.float64)])
 
@@ -1448,7 +1573,8 @@ def train_and_evaluate(
     centralized["train_seconds"] = central_seconds
     return {
         "federated": {
-            "auc": float(auc(y_test, p_fed)), "ks": float(ks(y_test, p_fed)),
+            "auc": float(auc(y_test, p_fed)),
+            "ks": float(ks(y_test, p_fed)),
             "train_seconds": model.train_seconds_,
             "bytes_bank_to_center": model.transcript_["bytes_bank_to_center"],
             "bytes_center_to_bank": model.transcript_["bytes_center_to_bank"],
