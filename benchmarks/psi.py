@@ -136,28 +136,34 @@ def run_psi(n: int, overlap: float, seed: int, n_jobs: int | None, chunk: int | 
     }
 
 
-def sweep_chunks(chunks: list[int], n_points: int, n_jobs: int | None) -> list[dict]:
-    """Re-blinding throughput by chunk size (the protocol's dominant, purely parallel step)."""
+def sweep_chunks(chunks: list[int], n_points: int, n_jobs: int | None, rounds: int) -> list[dict]:
+    """Re-blinding throughput by chunk size (the protocol's dominant, purely parallel step).
+
+    Chunk sizes are timed round-robin, ``rounds`` times each, so that load from other processes
+    on a shared machine spreads over all sizes instead of biasing whichever ran during a spike.
+    """
     scalar = ecdh.new_scalar()
     points = ecdh.blind_ids(
         [f"ID{i}" for i in range(n_points)], ecdh.new_scalar(), os.urandom(32), n_jobs=n_jobs
     )
-    rows = []
-    for chunk in chunks:
-        times = []
-        for _ in range(2):
+    times: dict[int, list[float]] = {chunk: [] for chunk in chunks}
+    for _ in range(rounds):
+        for chunk in chunks:
             start = time.perf_counter()
             ecdh.reblind(points, scalar, n_jobs=n_jobs, chunk_size=chunk)
-            times.append(time.perf_counter() - start)
-        best = statistics.median(times)
+            times[chunk].append(time.perf_counter() - start)
+    rows = []
+    for chunk in chunks:
+        median = statistics.median(times[chunk])
         rows.append(
             {
                 "chunk_size": chunk,
-                "seconds": round(best, 3),
-                "points_per_second": round(n_points / best),
+                "median_seconds": round(median, 3),
+                "all_seconds": [round(t, 3) for t in times[chunk]],
+                "points_per_second": round(n_points / median),
             }
         )
-        print(f"  chunk {chunk:>7}: {n_points / best:,.0f} points/s", flush=True)
+        print(f"  chunk {chunk:>7}: {n_points / median:,.0f} points/s (median of {rounds})")
     return rows
 
 
@@ -174,6 +180,7 @@ def main() -> None:
     )
     parser.add_argument("--sweep-chunks", default="", help="comma-separated chunk sizes to time")
     parser.add_argument("--sweep-n", type=int, default=200_000, help="points per sweep timing")
+    parser.add_argument("--sweep-rounds", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/psi.json")
     args = parser.parse_args()
 
@@ -196,7 +203,7 @@ def main() -> None:
     if args.sweep_chunks:
         print(f"chunk sweep on {args.sweep_n:,} points:", flush=True)
         chunks = [int(c) for c in args.sweep_chunks.split(",") if c]
-        result["chunk_sweep"] = sweep_chunks(chunks, args.sweep_n, args.n_jobs)
+        result["chunk_sweep"] = sweep_chunks(chunks, args.sweep_n, args.n_jobs, args.sweep_rounds)
     if args.n > 0:
         print(f"PSI {args.n:,} x {args.n:,} ids, overlap {args.overlap:.0%}...", flush=True)
         psi = run_psi(args.n, args.overlap, args.seed, args.n_jobs, args.chunk_size)

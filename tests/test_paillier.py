@@ -235,11 +235,19 @@ def test_random_residues_and_rerandomize(enc, priv, pub):
         enc.rerandomize([pub.nsquare])
 
 
-@pytest.mark.parametrize("start_method", [None, "forkserver"])
-def test_parallel_batches_decrypt(pub, priv, start_method):
+@pytest.mark.parametrize(
+    ("parallel", "start_method"),
+    [("threads", None), ("processes", None), ("processes", "forkserver")],
+)
+def test_parallel_batches_decrypt(pub, priv, parallel, start_method):
     values = list(range(-150, 150))
     with FastEncryptor(
-        pub, window_bits=6, n_jobs=2, parallel_threshold=64, start_method=start_method
+        pub,
+        window_bits=6,
+        n_jobs=2,
+        parallel_threshold=64,
+        parallel=parallel,
+        start_method=start_method,
     ) as e:
         cts = e.encrypt_ints(values)
         assert priv.decrypt_ints(cts) == values
@@ -248,7 +256,7 @@ def test_parallel_batches_decrypt(pub, priv, start_method):
 
 
 def test_dead_worker_raises_crypto_error(pub):
-    e = FastEncryptor(pub, window_bits=6, n_jobs=2, parallel_threshold=64)
+    e = FastEncryptor(pub, window_bits=6, n_jobs=2, parallel_threshold=64, parallel="processes")
     try:
         e.warm_up()
         pid = next(iter(e._pool._processes))  # a worker this test started
@@ -259,15 +267,22 @@ def test_dead_worker_raises_crypto_error(pub):
         e.close()
 
 
-def test_unknown_start_method(pub):
+def test_unknown_parallel_options(pub):
     with pytest.raises(ValueError, match="start_method"):
         FastEncryptor(pub, n_jobs=2, start_method="teleport")
+    with pytest.raises(ValueError, match="parallel"):
+        FastEncryptor(pub, n_jobs=2, parallel="gpu")
+
+
+def test_threaded_decryption(priv, enc):
+    values = list(range(-20, 20))
+    assert priv.decrypt_ints(enc.encrypt_ints(values), n_jobs=2) == values
 
 
 def test_parallel_crt_batches_decrypt(priv):
     values = [(-1) ** i * i * 2**40 for i in range(200)]
     with FastEncryptor.for_private_key(
-        priv, window_bits=6, n_jobs=2, parallel_threshold=64, start_method="fork"
+        priv, window_bits=6, n_jobs=2, parallel_threshold=64, parallel="processes"
     ) as e:
         assert e.uses_crt
         assert priv.decrypt_ints(e.encrypt_ints(values)) == values

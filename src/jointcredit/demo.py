@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from jointcredit import workflow
-from jointcredit.data import make_sme_data
-from jointcredit.learn.plaintext import evaluate_plaintext, lightgbm_classifier
+import lightgbm as lgb
+
+from jointcredit.data import LGBM_REFERENCE_PARAMS, make_sme_data
+from jointcredit.learn.plaintext import evaluate_plaintext
 from jointcredit.session import JointSession
 
 LABEL = "default_12m"
@@ -47,13 +49,17 @@ def run_demo(
     joined = xb.join(xc, rsuffix="_center")
 
     progress("training plaintext references (LightGBM, 1 thread)")
+
+    def reference_model() -> lgb.LGBMClassifier:
+        return lgb.LGBMClassifier(random_state=seed, **LGBM_REFERENCE_PARAMS)
+
     references = {
         "bank_only_lightgbm": evaluate_plaintext(
-            lambda: lightgbm_classifier(n_estimators=200, learning_rate=0.05),
+            reference_model,
             xb.iloc[train_rows], y[train_rows], xb.iloc[test_rows], y[test_rows],
         ),
         "joined_lightgbm_INSECURE_REFERENCE": evaluate_plaintext(
-            lambda: lightgbm_classifier(n_estimators=200, learning_rate=0.05),
+            reference_model,
             joined.iloc[train_rows], y[train_rows], joined.iloc[test_rows], y[test_rows],
         ),
     }  # fmt: skip

@@ -39,7 +39,11 @@ def load_parties(
 ) -> tuple[PartyTable, PartyTable]:
     """Validate and load both tables before any cryptography runs."""
     bank_table = load_party_table(
-        bank, id_col=id_col, label_col=label_col, id_kind=id_kind, require_label=label_col is not None
+        bank,
+        id_col=id_col,
+        label_col=label_col,
+        id_kind=id_kind,
+        require_label=label_col is not None,
     )
     center_table = load_party_table(center, id_col=id_col, id_kind=id_kind)
     return bank_table, center_table
@@ -63,7 +67,9 @@ def align(session: JointSession) -> dict[str, Any]:
     }
 
 
-def split_rows(y: np.ndarray, *, test_size: float = 0.3, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+def split_rows(
+    y: np.ndarray, *, test_size: float = 0.3, seed: int = 42
+) -> tuple[np.ndarray, np.ndarray]:
     """Stratified, seeded train/test split of aligned row positions (held by the bank)."""
     if not 0.0 < test_size < 1.0:
         raise DataValidationError("test_size", f"must be in (0, 1), got {test_size}")

@@ -27,8 +27,8 @@ import sys
 import threading
 import uuid
 import weakref
-from collections.abc import Iterable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -341,14 +341,30 @@ class PaillierPrivateKey:
         mq = (gmpy2.powmod(c % q2, q - 1, q2) - 1) // q * self._hq % q
         return int(mp + (mq - mp) * self._p_inv_q % q * p)
 
-    def decrypt_ints(self, cts: Iterable[int | mpz], signed: bool = True) -> list[int]:
-        """Decrypt raw ciphertexts; ``signed`` maps residues above ``n / 2`` to negatives."""
+    def decrypt_ints(
+        self, cts: Iterable[int | mpz], signed: bool = True, n_jobs: int = 1
+    ) -> list[int]:
+        """Decrypt raw ciphertexts; ``signed`` maps residues above ``n / 2`` to negatives.
+
+        ``n_jobs > 1`` decrypts in that many threads (gmpy2 releases the GIL in them).
+        """
         n = int(self.public_key.n)
         half = n // 2
-        out = [self.raw_decrypt(c) for c in cts]
+        items = list(cts)
+        if n_jobs > 1 and len(items) >= 2 * n_jobs:
+            bounds = [len(items) * i // n_jobs for i in range(n_jobs + 1)]
+            chunks = [items[bounds[i] : bounds[i + 1]] for i in range(n_jobs)]
+            with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+                out = [m for part in pool.map(self._decrypt_chunk, chunks) for m in part]
+        else:
+            out = [self.raw_decrypt(c) for c in items]
         if signed:
             out = [m - n if m > half else m for m in out]
         return out
+
+    def _decrypt_chunk(self, cts: list[int | mpz]) -> list[int]:
+        with gmpy2.context(gmpy2.get_context(), allow_release_gil=True):
+            return [self.raw_decrypt(c) for c in cts]
 
     def to_bytes(self) -> bytes:
         """Serialize ``p`` and ``q`` for the key holder's own (protected) storage; never send it."""
@@ -607,13 +623,16 @@ class FastEncryptor:
     ``ceil(exponent_bits / window_bits)`` modular multiplications per value. Ciphertexts are
     ordinary Paillier ciphertexts: phe's private key decrypts them.
 
-    Batches of at least ``parallel_threshold`` values are split across ``n_jobs`` worker
-    processes (a pool kept for the encryptor's lifetime; call :meth:`close` or use it as a
-    context manager). ``start_method`` is a :mod:`multiprocessing` start method. The default is
-    ``"fork"`` on Linux (workers inherit the table; they only run gmpy2 arithmetic, so threads
-    of TenSEAL / LightGBM / gRPC in the parent do not matter) and ``"spawn"`` elsewhere.
-    With ``"spawn"`` or ``"forkserver"`` each worker rebuilds the table once (~0.3 s) and, as
-    always with those methods, a calling *script* needs an ``if __name__ == "__main__":`` guard.
+    Batches of at least ``parallel_threshold`` values are split across ``n_jobs`` workers, kept
+    for the encryptor's lifetime (call :meth:`close` or use it as a context manager):
+
+    * ``parallel="threads"`` (default): threads sharing the table, with gmpy2 allowed to release
+      the GIL during arithmetic. No start-up cost, nothing pickled, safe in any process.
+    * ``parallel="processes"``: a process pool. ``start_method`` defaults to ``"fork"`` on
+      Linux (workers inherit the table; they only run gmpy2 arithmetic, so threads of TenSEAL /
+      LightGBM / gRPC in the parent do not matter) and ``"spawn"`` elsewhere. With ``"spawn"``
+      or ``"forkserver"`` each worker rebuilds the table once (~0.3 s) and, as always with
+      those methods, a calling *script* needs an ``if __name__ == "__main__":`` guard.
 
     Raises:
         KeyPolicyError: ``exponent_bits`` below ``MIN_EXPONENT_BITS`` or above ``n_bits``.
@@ -627,6 +646,7 @@ class FastEncryptor:
         window_bits: int = DEFAULT_WINDOW_BITS,
         n_jobs: int = 2,
         parallel_threshold: int = 4096,
+        parallel: str = "threads",
         start_method: str | None = None,
         _private_key: PaillierPrivateKey | None = None,
     ) -> None:
@@ -645,6 +665,9 @@ class FastEncryptor:
             raise ValueError(f"window_bits: must be in 1..16, got {window_bits}")
         if int(n_jobs) < 1:
             raise ValueError(f"n_jobs: must be >= 1, got {n_jobs}")
+        if parallel not in PARALLEL_MODES:
+            raise ValueError(f"parallel: must be one of {PARALLEL_MODES}, got {parallel!r}")
+        self.parallel = parallel
         self.public_key = public_key
         self.exponent_bits = exponent_bits
         self.window_bits = int(window_bits)
@@ -675,7 +698,7 @@ class FastEncryptor:
         else:
             spec = ("n2", int(n), int(hs), exponent_bits, self.window_bits, 0, 0)
         self._tables = _Tables(spec)
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: Executor | None = None
         self._token = uuid.uuid4().hex
         self._lock = threading.Lock()
         self._finalizer: weakref.finalize | None = None
@@ -696,33 +719,36 @@ class FastEncryptor:
 
     # -- pool management -------------------------------------------------------------------------
 
-    def _get_pool(self) -> ProcessPoolExecutor:
+    def _get_pool(self) -> Executor:
         with self._lock:
             if self._pool is None:
-                ctx = multiprocessing.get_context(self.start_method)
-                if self.start_method == "fork":
-                    _WORKER_TABLES[self._token] = self._tables
-                self._pool = ProcessPoolExecutor(
-                    max_workers=self.n_jobs,
-                    mp_context=ctx,
-                    initializer=_worker_init,
-                    initargs=(self._token, self._tables.spec),
-                )
+                if self.parallel == "threads":
+                    self._pool = ThreadPoolExecutor(
+                        max_workers=self.n_jobs, thread_name_prefix="jointcredit-paillier"
+                    )
+                else:
+                    if self.start_method == "fork":
+                        _WORKER_TABLES[self._token] = self._tables
+                    self._pool = ProcessPoolExecutor(
+                        max_workers=self.n_jobs,
+                        mp_context=multiprocessing.get_context(self.start_method),
+                        initializer=_worker_init,
+                        initargs=(self._token, self._tables.spec),
+                    )
                 self._finalizer = weakref.finalize(self, _shutdown_pool, self._pool, self._token)
             return self._pool
 
+    def _map(self, op: str, payloads: list[Any]) -> Iterator[list[mpz]]:
+        pool = self._get_pool()
+        k = len(payloads)
+        if self.parallel == "threads":
+            return pool.map(_thread_run, [self._tables] * k, [op] * k, payloads)
+        return pool.map(_worker_run, [self._token] * k, [op] * k, payloads)
+
     def warm_up(self) -> None:
-        """Start the worker pool now (and build the workers' tables) instead of on first use."""
+        """Start the workers now (processes: and build their tables) instead of on first use."""
         if self.n_jobs > 1:
-            pool = self._get_pool()
-            list(
-                pool.map(
-                    _worker_run,
-                    [self._token] * self.n_jobs,
-                    ["residues"] * self.n_jobs,
-                    [1] * self.n_jobs,
-                )
-            )
+            list(self._map("residues", [1] * self.n_jobs))
 
     def close(self) -> None:
         """Shut the worker pool down (idempotent)."""
@@ -740,10 +766,7 @@ class FastEncryptor:
 
     def _run(self, op: str, items: list[Any], count: int) -> list[mpz]:
         if self.n_jobs == 1 or count < self.parallel_threshold:
-            if op == "residues":
-                return self._tables.residues(count)
-            return _run_local(self._tables, op, items)
-        pool = self._get_pool()
+            return _dispatch(self._tables, op, count if op == "residues" else items)
         # several chunks per worker so that a worker slowed down by a busy core does not hold
         # the whole batch back
         n_chunks = min(4 * self.n_jobs, max(1, count // 512))
@@ -754,14 +777,14 @@ class FastEncryptor:
             payloads = [items[bounds[i] : bounds[i + 1]] for i in range(n_chunks)]
         out: list[mpz] = []
         try:
-            for part in pool.map(_worker_run, [self._token] * n_chunks, [op] * n_chunks, payloads):
+            for part in self._map(op, payloads):
                 out.extend(part)
         except BrokenProcessPool as exc:
             self.close()
             raise CryptoError(
                 f"FastEncryptor: worker processes ({self.start_method}) died. With 'spawn' or "
                 "'forkserver' the calling script needs an `if __name__ == '__main__':` guard; "
-                "otherwise use start_method='fork' or n_jobs=1"
+                "otherwise use start_method='fork', parallel='threads' or n_jobs=1"
             ) from exc
         return out
 
@@ -777,7 +800,7 @@ class FastEncryptor:
         return self._run("encrypt", residues, len(residues))
 
     def encrypt_int(self, value: int) -> mpz:
-        """Encrypt one integer (no process pool)."""
+        """Encrypt one integer (in the calling thread)."""
         return self._tables.encrypt(_as_residues([value], self.public_key.n))[0]
 
     def random_residues(self, count: int) -> list[mpz]:
@@ -793,12 +816,6 @@ class FastEncryptor:
         """
         items = [self.public_key.validate_ciphertext(c) for c in cts]
         return self._run("rerandomize", items, len(items))
-
-
-def _run_local(tables: _Tables, op: str, items: list[Any]) -> list[mpz]:
-    if op == "encrypt":
-        return tables.encrypt(items)
-    return tables.rerandomize(items)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ The protocol (two round trips; the credit center drives, the bank answers)::
                                               <-    match.ok {size, positions, digest}   "both"
                                               <-    match.ok {}                          "bank"
 
-``H(x)^k`` is X25519 with scalar ``k`` on the u-coordinate ``H(x)``. X25519 scalars are clamped
-(a multiple of 8), so products commute: ``(H(x)^α)^β = (H(x)^β)^α``. The bank compares, because
+``H(x)^k`` is X25519 with scalar ``k`` on the u-coordinate ``H(x)``; scalar multiplication
+commutes, so ``(H(x)^α)^β = (H(x)^β)^α``. The bank compares, because
 in both modes it learns the intersection, and its reply ends the protocol (the bank only ever
 speaks in replies, so letting the center compare would cost a third round trip to tell the bank).
 In ``"both"`` mode the reply lists the matched positions in the center's shuffled list; in
