@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from jointcredit import workflow
 import lightgbm as lgb
 
+from jointcredit import workflow
 from jointcredit.data import LGBM_REFERENCE_PARAMS, make_sme_data
 from jointcredit.learn.plaintext import evaluate_plaintext
 from jointcredit.session import JointSession
