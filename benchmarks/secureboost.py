@@ -70,7 +70,9 @@ def parse_value(text: str):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--param", action="append", default=[], help="key=value override")

@@ -279,10 +279,11 @@ def test_threaded_decryption(priv, enc):
     assert priv.decrypt_ints(enc.encrypt_ints(values), n_jobs=2) == values
 
 
-def test_parallel_crt_batches_decrypt(priv):
+@pytest.mark.parametrize("parallel", ["threads", "processes"])
+def test_parallel_crt_batches_decrypt(priv, parallel):
     values = [(-1) ** i * i * 2**40 for i in range(200)]
     with FastEncryptor.for_private_key(
-        priv, window_bits=6, n_jobs=2, parallel_threshold=64, parallel="processes"
+        priv, window_bits=6, n_jobs=2, parallel_threshold=64, parallel=parallel
     ) as e:
         assert e.uses_crt
         assert priv.decrypt_ints(e.encrypt_ints(values)) == values

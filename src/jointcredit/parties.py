@@ -60,6 +60,11 @@ class _Party:
 class CenterParty(_Party):
     """The credit center: public credit features of every enterprise; never labels."""
 
+    #: Center-local services its protocol halves may use (e.g. ``"monitor"``: consent registry,
+    #: event records and monthly snapshots for post-loan monitoring). Configured by the center's
+    #: operator for the bank it serves; never sent and not part of the persisted party state.
+    services: dict[str, Any] = field(default_factory=dict)
+
 
 @dataclass
 class BankParty(_Party):

@@ -19,6 +19,7 @@ Ciphertexts are plain ``mpz`` values ``0 < c < n^2``; plaintexts are residues mo
 
 from __future__ import annotations
 
+import hashlib
 import math
 import multiprocessing
 import os
@@ -139,8 +140,6 @@ class PaillierPublicKey:
 
     def fingerprint(self) -> str:
         """Short hex digest of ``n``, for logs and key-mismatch messages."""
-        import hashlib
-
         return hashlib.sha256(int(self.n).to_bytes((self.n_bits + 7) // 8, "big")).hexdigest()[:16]
 
     # -- serialization -------------------------------------------------------------------------

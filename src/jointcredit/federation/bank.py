@@ -150,6 +150,7 @@ class FederatedSession:
 
     def __init__(self, runner: BankRunner) -> None:
         self._runner = runner
+        self.job_id = runner.job_id
         self.bank = runner.bank
         self.transcript = runner.transcript
         self.timings: dict[str, float] = {}

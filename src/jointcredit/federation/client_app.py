@@ -27,7 +27,9 @@ def data_path(context: Context) -> Path:
     """The bank's work directory, from the node configuration."""
     value = context.node_config.get(DATA_PATH_KEY)
     if not isinstance(value, str) or not value:
-        raise DeploymentError(f"node config has no {DATA_PATH_KEY!r}: start the node with jointcredit join")
+        raise DeploymentError(
+            f"node config has no {DATA_PATH_KEY!r}: start the node with jointcredit join"
+        )
     path = Path(value)
     if not path.is_dir():
         raise DeploymentError(f"node {DATA_PATH_KEY} {path} is not a directory")

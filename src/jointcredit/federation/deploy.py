@@ -27,6 +27,7 @@ All processes run in their own process group and are stopped by group; telemetry
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -169,7 +170,9 @@ def ensure_tls(directory: Path, hosts: list[str], *, days: int = 825) -> TLSFile
             names.append(x509.DNSName(host))
     server_cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0] if hosts else "localhost")]))
+        .subject_name(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0] if hosts else "localhost")])
+        )
         .issuer_name(ca_name)
         .public_key(server_key.public_key())
         .serial_number(x509.random_serial_number())
@@ -187,7 +190,9 @@ def ensure_tls(directory: Path, hosts: list[str], *, days: int = 825) -> TLSFile
     )
     _write_private(
         files.server_key,
-        server_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        server_key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
     )
     files.ca_cert.write_bytes(ca_cert.public_bytes(pem))
     files.server_cert.write_bytes(server_cert.public_bytes(pem))
@@ -230,7 +235,9 @@ def public_key_pem(public_key_file: str | os.PathLike) -> str:
     except (OSError, ValueError) as exc:
         raise DataValidationError(str(path), f"not a readable OpenSSH public key: {exc}") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise DataValidationError(str(path), "node keys must be elliptic-curve (NIST P-256/384/521)")
+        raise DataValidationError(
+            str(path), "node keys must be elliptic-curve (NIST P-256/384/521)"
+        )
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
@@ -293,13 +300,13 @@ class ManagedProcess:
         self._log.close()
 
     def _signal(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
 
 
-def wait_tls_ready(host: str, port: int, ca_cert: Path, timeout: float, proc: ManagedProcess) -> None:
+def wait_tls_ready(
+    host: str, port: int, ca_cert: Path, timeout: float, proc: ManagedProcess
+) -> None:
     """Wait until a TLS server on host:port completes a handshake trusted by ``ca_cert``."""
     context = ssl.create_default_context(cafile=str(ca_cert))
     deadline = time.monotonic() + timeout
@@ -307,9 +314,11 @@ def wait_tls_ready(host: str, port: int, ca_cert: Path, timeout: float, proc: Ma
         if not proc.alive():
             raise DeploymentError(f"{proc.name} exited:\n{proc.log_tail()}")
         try:
-            with socket.create_connection((host, port), timeout=1.0) as sock:
-                with context.wrap_socket(sock, server_hostname=host):
-                    return
+            with (
+                socket.create_connection((host, port), timeout=1.0) as sock,
+                context.wrap_socket(sock, server_hostname=host),
+            ):
+                return
         except (OSError, ssl.SSLError):
             time.sleep(0.1)
     raise DeploymentError(f"{proc.name} did not come up on {host}:{port} within {timeout:.0f} s")
@@ -457,7 +466,9 @@ class CenterDeployment:
         ensure_secret(self.workdir / "secrets" / "superexec.secret")
         app_dir = self.flwr_home / "app"
         app_dir.mkdir(parents=True, exist_ok=True)
-        (app_dir / "pyproject.toml").write_text(_APP_PYPROJECT.format(name=APP_NAME), encoding="utf-8")
+        (app_dir / "pyproject.toml").write_text(
+            _APP_PYPROJECT.format(name=APP_NAME), encoding="utf-8"
+        )
         (self.flwr_home / "config.toml").write_text(
             "[superlink]\n"
             f'default = "{CONNECTION}"\n\n'
@@ -520,13 +531,18 @@ class CenterDeployment:
             "--port", str(s.port),
         ]  # fmt: skip
         self.superlink = ManagedProcess(
-            "flower-superlink", argv, flower_env(self.flwr_home), self.workdir / "logs" / "superlink.log"
+            "flower-superlink",
+            argv,
+            flower_env(self.flwr_home),
+            self.workdir / "logs" / "superlink.log",
         )
         host, port = self.address.rsplit(":", 1)
         wait_tls_ready(host, int(port), tls.ca_cert, 60.0, self.superlink)
         run = run_flwr(["run", str(self.flwr_home / "app"), CONNECTION], self.flwr_home)
         self.run_id = int(run["run-id"])
-        _write_json(self.workdir / "run" / "service.json", {"run_id": self.run_id, "pid": os.getpid()})
+        _write_json(
+            self.workdir / "run" / "service.json", {"run_id": self.run_id, "pid": os.getpid()}
+        )
         run_id = self.run_id
         self.worker = ServerAppWorker(
             self.address,
@@ -669,7 +685,10 @@ class BankDeployment:
         if s.isolation == "process":
             argv += ["--superexec-auth-secret-file", str(secret_file)]
         self.supernode = ManagedProcess(
-            "flower-supernode", argv, flower_env(self.workdir / "flwr"), self.workdir / "logs" / "supernode.log"
+            "flower-supernode",
+            argv,
+            flower_env(self.workdir / "flwr"),
+            self.workdir / "logs" / "supernode.log",
         )
         wait_port("127.0.0.1", runtime_port, 60.0, self.supernode)
         if s.isolation == "process":

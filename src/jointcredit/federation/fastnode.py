@@ -89,7 +89,6 @@ def main(argv: list[str]) -> None:
     if argv and argv[0] == "--":
         argv = argv[1:]
     import flwr
-
     from flwr.supernode import start_client_internal
     from flwr.supernode.cli import flower_supernode
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flwr.app import Context, Message
+from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from jointcredit.data import PartyTable, load_party_table
@@ -46,6 +46,7 @@ from jointcredit.errors import (
     PartyUnavailableError,
     RemotePartyError,
 )
+from jointcredit.federation import jobs as _jobs  # noqa: F401 - registers the echo protocol
 from jointcredit.federation.transport import (
     CONTROL,
     TTL_MARGIN,
@@ -124,7 +125,9 @@ class BankDirectory:
         if record.name in banks:
             raise DataValidationError("name", f"bank {record.name!r} is already registered")
         if any(b.node_id == record.node_id for b in banks.values()):
-            raise DataValidationError("public_key", "this key is already registered to another bank")
+            raise DataValidationError(
+                "public_key", "this key is already registered to another bank"
+            )
         banks[record.name] = record
         self.save(banks)
 
@@ -151,7 +154,9 @@ class BankDirectory:
                 continue
             key = bytes(getattr(node, "public_key", b"") or b"")
             if key and _normalise_pem(key) != _normalise_pem(record.public_key_pem.encode()):
-                _log.warning("node %s does not present the key registered for %s", node.node_id, record.name)
+                _log.warning(
+                    "node %s does not present the key registered for %s", node.node_id, record.name
+                )
                 continue
             found[record.name] = int(node.node_id)
         return found
@@ -262,7 +267,9 @@ class CenterService:
     def stop(self) -> None:
         self._stop.set()
 
-    def serve(self, grid: Grid, stop: threading.Event | None = None, *, refresh: float = 2.0) -> None:
+    def serve(
+        self, grid: Grid, stop: threading.Event | None = None, *, refresh: float = 2.0
+    ) -> None:
         """Serve until ``stop`` (or :meth:`stop`) is set."""
         stop = stop or self._stop
         grid = grid if isinstance(grid, SharedGrid) else SharedGrid(grid)
@@ -364,9 +371,7 @@ class CenterService:
         party = self.store.party(name)
         transcript = Transcript()
         transport = RecordingTransport(
-            FlowerTransport(
-                grid, node_id, timeout=self.config.step_timeout, group_id=job_id[:32]
-            ),
+            FlowerTransport(grid, node_id, timeout=self.config.step_timeout, group_id=job_id[:32]),
             transcript,
         )
         channel: CenterChannel | None = None
@@ -381,10 +386,17 @@ class CenterService:
                 if outcome["status"] != "ok":
                     channel = None  # the session may be out of step: start a fresh one
                 self.store.save(name, party)
-                request = {"op": "poll", "hold": self.config.hold, "job_id": job_id, "outcome": outcome}
+                request = {
+                    "op": "poll",
+                    "hold": self.config.hold,
+                    "job_id": job_id,
+                    "outcome": outcome,
+                }
                 answer = self._control(grid, node_id, request)
                 while answer["state"] == "busy":  # the bank computes locally between steps
-                    answer = self._control(grid, node_id, {"op": "poll", "hold": self.config.hold, "job_id": job_id})
+                    answer = self._control(
+                        grid, node_id, {"op": "poll", "hold": self.config.hold, "job_id": job_id}
+                    )
                 if answer["state"] == "step":
                     step = answer
                     continue
@@ -393,7 +405,10 @@ class CenterService:
                     record["bank_summary"] = answer.get("summary", {})
                 else:
                     record["status"] = "failed"
-                    record["error"] = {"type": "DeploymentError", "message": "the bank's job ended without reporting"}
+                    record["error"] = {
+                        "type": "DeploymentError",
+                        "message": "the bank's job ended without reporting",
+                    }
                 break
         except (JointCreditError, OSError) as exc:
             record["status"] = "failed"
@@ -427,7 +442,9 @@ class CenterService:
         start = time.perf_counter()
         try:
             allowed = self.config.allowed_protocols
-            if protocol not in registry.protocols() or (allowed is not None and protocol not in allowed):
+            if protocol not in registry.protocols() or (
+                allowed is not None and protocol not in allowed
+            ):
                 raise DeploymentError(f"protocol {protocol!r} is not served by this credit center")
             center_half = registry.center_side(protocol, party)
             center_half.run(channel.bind(protocol))
@@ -443,8 +460,13 @@ class CenterService:
             _log.warning("bank %s: step %s (%s) failed: %s", name, index, protocol, exc)
         except Exception:  # noqa: BLE001 - a bug in a center half; details stay in our log
             outcome["status"] = "failed"
-            outcome["error"] = {"type": "InternalError", "message": "the credit center failed to run this step"}
-            _log.error("bank %s: step %s (%s) crashed:\n%s", name, index, protocol, traceback.format_exc())
+            outcome["error"] = {
+                "type": "InternalError",
+                "message": "the credit center failed to run this step",
+            }
+            _log.error(
+                "bank %s: step %s (%s) crashed:\n%s", name, index, protocol, traceback.format_exc()
+            )
         outcome["seconds"] = round(time.perf_counter() - start, 3)
         self._audit("step_finished", name, protocol=protocol, index=index, status=outcome["status"])
         return outcome
@@ -476,7 +498,3 @@ def main(grid: Grid, context: Context) -> None:
 
     threading.Thread(target=watch, daemon=True).start()
     service.serve(grid, stop)
-
-
-def is_reply(message: Message) -> bool:
-    return bool(message.metadata.reply_to_message_id)

@@ -116,7 +116,9 @@ class _Acquirer:
         self.task_type = task_type
         self.root_certificates = root_certificates
         self.poll = poll
-        self._client = _client(address, "SuperExec", root_certificates=root_certificates, secret=secret)
+        self._client = _client(
+            address, "SuperExec", root_certificates=root_certificates, secret=secret
+        )
 
     def next(self, stop: threading.Event) -> tuple[str, int, int] | None:
         """(token, task id, run id) of the next task, or None once ``stop`` is set."""
@@ -131,7 +133,9 @@ class _Acquirer:
                 failures += 1
                 delay = min(0.2 * 2**failures, 5.0)
                 if failures in (1, 5) or failures % 50 == 0:
-                    _log.warning("runtime API at %s not reachable (%s); retrying", self.address, exc)
+                    _log.warning(
+                        "runtime API at %s not reachable (%s); retrying", self.address, exc
+                    )
                 stop.wait(delay)
                 continue
             if res.HasField("task") and res.token:
@@ -143,7 +147,9 @@ class _Acquirer:
         self._client.close()
 
 
-def _push_output(client: RuntimeHttpClient, context: Context | None, status: str, details: str) -> None:
+def _push_output(
+    client: RuntimeHttpClient, context: Context | None, status: str, details: str
+) -> None:
     try:
         client.PushTaskOutput(
             PushTaskOutputRequest(
@@ -198,7 +204,10 @@ class ClientAppWorker:
 
     def _run_task(self, token: str) -> None:
         client = _client(
-            self.runtime_address, "flwr-clientapp", root_certificates=self.root_certificates, token=token
+            self.runtime_address,
+            "flwr-clientapp",
+            root_certificates=self.root_certificates,
+            token=token,
         )
         context: Context | None = None
         message: Message | None = None
@@ -211,7 +220,10 @@ class ClientAppWorker:
             except Exception as exc:  # noqa: BLE001 - report to the center instead of going silent
                 _log.exception("ClientApp raised")
                 reason = f"{type(exc).__name__}: {exc}"
-                reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message)
+                reply = Message(
+                    Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason),
+                    reply_to=message,
+                )
                 details = reason
             push_message(client, reply, context)
             self.handled += 1
@@ -237,7 +249,9 @@ def _pull_client_input(client: RuntimeHttpClient) -> tuple[Message, Context]:
     message = pull_and_inflate_object_from_tree(
         tree,
         make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
-        make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node, context.run_id),
+        make_confirm_message_received_fn_protobuf(
+            client.ConfirmMessageReceived, node, context.run_id
+        ),
         return_type=Message,
         initial_backoff=_INITIAL_BACKOFF,
         backoff_cap=_BACKOFF_CAP,
@@ -254,7 +268,9 @@ class FastPullGrid(HttpGrid):
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
         run_id = self.run.run_id
-        res = self._runtime_client.PullMessages(PullAppMessagesRequest(message_ids=list(message_ids)))
+        res = self._runtime_client.PullMessages(
+            PullAppMessagesRequest(message_ids=list(message_ids))
+        )
         pull_fn = make_pull_object_fn_protobuf(self._runtime_client.PullObject, self.node, run_id)
         replies: list[Message] = []
         for proto, tree in zip(res.messages_list, res.message_object_trees, strict=True):
@@ -268,9 +284,13 @@ class FastPullGrid(HttpGrid):
                     max_time=120.0,
                 )
             except ObjectPullError as exc:
-                raise PartyUnavailableError(f"reply {message_id[:12]} could not be fetched: {exc}") from exc
+                raise PartyUnavailableError(
+                    f"reply {message_id[:12]} could not be fetched: {exc}"
+                ) from exc
             self._runtime_client.ConfirmMessageReceived(
-                ConfirmMessageReceivedRequest(node=self.node, run_id=run_id, message_object_id=message_id)
+                ConfirmMessageReceivedRequest(
+                    node=self.node, run_id=run_id, message_object_id=message_id
+                )
             )
             message = inflate_object_from_contents(message_id, contents)
             message.metadata.__dict__["_message_id"] = message_id
@@ -328,17 +348,28 @@ class ServerAppWorker:
     def _refuse(self, token: str, run_id: int) -> None:
         _log.warning("refusing ServerApp task of run %s: not started by the credit center", run_id)
         client = _client(
-            self.runtime_address, "flwr-serverapp", root_certificates=self.root_certificates, token=token
+            self.runtime_address,
+            "flwr-serverapp",
+            root_certificates=self.root_certificates,
+            token=token,
         )
         try:
-            _push_output(client, None, SubStatus.FAILED, "refused: runs are started by the credit center only")
+            _push_output(
+                client,
+                None,
+                SubStatus.FAILED,
+                "refused: runs are started by the credit center only",
+            )
         finally:
             client.close()
         self.refused.append(run_id)
 
     def _run_task(self, token: str, run_id: int, stop: threading.Event) -> None:
         client = _client(
-            self.runtime_address, "flwr-serverapp", root_certificates=self.root_certificates, token=token
+            self.runtime_address,
+            "flwr-serverapp",
+            root_certificates=self.root_certificates,
+            token=token,
         )
         grid = FastPullGrid(
             runtime_api_address=self.runtime_address,

@@ -1,5 +1,5 @@
 # --- SecureBoost (issue 4) ---
-from jointcredit.learn.boosting import (  # noqa: E402
+from jointcredit.learn.boosting import (  # noqa: F401
     BankBoostModel,
     CenterBoostPart,
     HeteroSecureBoost,

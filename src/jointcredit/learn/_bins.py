@@ -38,6 +38,9 @@ IV_BANDS: tuple[tuple[float, str], ...] = (
 
 NUMERIC, SPECIAL, MISSING = "numeric", "special", "missing"
 
+#: Categorical features with more levels than this are binned like numeric ones.
+MAX_LEVELS = 64
+
 
 def iv_strength(iv: float) -> str:
     """Label an information value with the DESIGN §7 bands (< 0.02 useless ... > 0.5 suspicious)."""
@@ -174,11 +177,14 @@ def fit_bins(
     max_bins: int = 10,
     special_codes: dict[float, str] | Iterable[float] | None = None,
     min_bin_fraction: float = 0.0,
+    categorical: bool = False,
 ) -> BinSpec:
     """Equal-frequency bins for one feature, with separate special-code and missing bins.
 
     ``min_bin_fraction``: numeric bins holding fewer than this share of the non-missing,
     non-special values are merged into their smaller neighbour (tiny bins make noisy WOE).
+    ``categorical``: integer-coded categories get one bin per level (codes have no order, so
+    quantiles of them mean nothing), unless there are more than :data:`MAX_LEVELS` levels.
     """
     if int(max_bins) < 2:
         raise DataValidationError("max_bins", f"must be at least 2, got {max_bins}")
@@ -196,6 +202,9 @@ def fit_bins(
     regular = ~np.isnan(x)
     for code in codes:
         regular &= x != code
+    levels = np.unique(x[regular])
+    if categorical and 1 < levels.size <= MAX_LEVELS:
+        return BinSpec((levels[1:] + levels[:-1]) / 2.0, codes, names)
     spec = BinSpec(equal_frequency_cuts(x[regular], int(max_bins)), codes, names)
     if min_bin_fraction > 0 and spec.n_numeric > 1 and regular.any():
         spec = _merge_small(spec, x[regular], float(min_bin_fraction))

@@ -130,6 +130,7 @@ class BoostParams:
     bank_only_trees: int = 0
     validation_fraction: float = 0.0
     early_stopping_rounds: int | None = None
+    speculative_gradients: bool = False
     backend: str = "paillier"
     key_bits: int = 2048
     frac_bits: int = 16
@@ -176,6 +177,12 @@ class BoostParams:
                 raise DataValidationError(
                     "early_stopping_rounds", "needs a validation split: set validation_fraction > 0"
                 )
+        if not isinstance(p.speculative_gradients, bool):
+            raise DataValidationError("speculative_gradients", "must be True or False")
+        if p.speculative_gradients and p.sampling == "goss":
+            raise DataValidationError(
+                "speculative_gradients", "needs label-independent sampling (not GOSS)"
+            )
         if p.backend not in ("paillier", "plain"):
             raise DataValidationError(
                 "backend", f"must be 'paillier' or 'plain', got {p.backend!r}"
@@ -610,12 +617,13 @@ class SecureBoostCenter:
         try:
             payload = job["first"]
             tree_index = int(job["first_tree"])
+            carry: dict | None = None
             while True:
                 nxt = _dict(payload, "next", ["stop"])
                 if nxt["stop"]:
                     n_trees = check_positive_int("n_trees", nxt.get("n_trees"), minimum=0)
                     break
-                payload = self._grow_tree(channel, tree_index, nxt)
+                payload, carry = self._grow_tree(channel, tree_index, nxt, carry)
                 tree_index += 1
         finally:
             self.engine.close()
@@ -630,8 +638,12 @@ class SecureBoostCenter:
 
     # -- one tree ----------------------------------------------------------------------------
 
-    def _grow_tree(self, channel: ProtocolChannel, t: int, nxt: dict) -> dict:
-        _dict(nxt, "next", ["tree", "rows", "cts"])
+    def _grow_tree(
+        self, channel: ProtocolChannel, t: int, nxt: dict, carry: dict | None
+    ) -> tuple[dict, dict | None]:
+        """One tree. ``carry``: the previous tree's last center splits, whose memberships the
+        bank has not seen yet (it sent gradients for both outcomes of their rows)."""
+        _dict(nxt, "next", ["tree", "rows", "cts", "alt_rows", "alt_cts"])
         if nxt["tree"] != t:
             raise ProtocolError(f"next: expected tree {t}, got {nxt['tree']!r}")
         sample = _int_array(nxt["rows"], "next.rows")
@@ -640,29 +652,65 @@ class SecureBoostCenter:
         ):
             raise MalformedMessageError("next.rows: must be sorted distinct training rows")
         cts = self.cipher.parse(nxt["cts"], sample.size)
+        blob = nxt["cts"]
         n_job = self.bins.shape[0]
         pos_of = np.full(n_job, -1, dtype=np.int64)
         pos_of[sample] = np.arange(sample.size)
+        alt_rows = _int_array(nxt["alt_rows"], "next.alt_rows")
+        expected_alt = (
+            np.empty(0, dtype=np.int64)
+            if carry is None
+            else np.flatnonzero(carry["pending_rows"] & (pos_of >= 0))
+        )
+        if not np.array_equal(alt_rows, expected_alt):
+            raise MalformedMessageError("next.alt_rows: not the sampled rows of pending splits")
+        if alt_rows.size:
+            alt = self.cipher.parse(nxt["alt_cts"], alt_rows.size)
+            w = self.cipher.width
+            patched = bytearray(blob)
+            for row, j in zip(alt_rows.tolist(), range(alt_rows.size), strict=True):
+                if carry["right"][row]:  # the row went right: its right-branch gradient
+                    p = int(pos_of[row])
+                    cts[p] = alt[j]
+                    patched[p * w : (p + 1) * w] = nxt["alt_cts"][j * w : (j + 1) * w]
+            blob = bytes(patched)
+        elif nxt["alt_cts"] != b"":
+            raise MalformedMessageError("next.alt_cts: ciphertexts without rows")
         k_feat = max(1, round(self.colsample * self.n_features)) if self.n_features else 0
         feats = np.sort(self.rng.choice(self.n_features, size=k_feat, replace=False))
         # the engine sees this tree's sampled rows x selected features, in that order
         self.sample_bins = self.bins[sample][:, feats]
-        self.engine.load_tree(cts, nxt["cts"], self.cipher.width, self.sample_bins)
+        self.engine.load_tree(cts, blob, self.cipher.width, self.sample_bins)
         splits: dict[int, dict] = {}
         self.trees[t] = splits
         rows: dict[int, np.ndarray] = {0: np.arange(n_job)}
         sampled = {0: sample.size}
         hist: dict[int, list[list[Any]]] = {}
         members: list[list[Any]] = []
+        prev_members = [] if carry is None else carry["members"]
         open_nodes = [0] if self.max_depth > 0 and sample.size >= 2 * self.mcs else []
         depth = 0
         while open_nodes:
             nodes_msg, metas = self._level_histograms(open_nodes, rows, pos_of, feats, hist)
             reply = channel.request(
-                "level", {"tree": t, "depth": depth, "members": members, "nodes": nodes_msg}
+                "level",
+                {
+                    "tree": t,
+                    "depth": depth,
+                    "members": members,
+                    "nodes": nodes_msg,
+                    "prev_members": prev_members,
+                },
             )
+            prev_members = []
             reply = _dict(reply, "level.ok", ["decisions", "next"])
             decisions = reply["decisions"]
+            if decisions is None and depth == 0 and carry is not None:
+                # the previous tree's routing triggered early stopping at the bank
+                nxt_payload = _dict(reply["next"], "level.ok.next", ["stop"])
+                if not nxt_payload["stop"]:
+                    raise MalformedMessageError("level.ok: no decisions but no stop either")
+                return nxt_payload, None
             if not isinstance(decisions, list) or len(decisions) != len(open_nodes):
                 raise MalformedMessageError("level.ok: one decision per open node expected")
             members = []
@@ -709,11 +757,26 @@ class SecureBoostCenter:
             if not open_nodes and not members:
                 if reply["next"] is None:
                     raise MalformedMessageError("level.ok: tree complete but no next payload")
-                return reply["next"]
+                return reply["next"], None
+            if not open_nodes and reply["next"] is not None:
+                # speculative: the next tree's gradients came for both outcomes of the rows of
+                # this level's center splits; their memberships ride on the next request
+                pending_rows = np.zeros(n_job, dtype=bool)
+                right = np.zeros(n_job, dtype=bool)
+                for node, _ in members:
+                    pending_rows[rows[node]] = True
+                    right[rows[_children(node)[1]]] = True
+                return reply["next"], {
+                    "members": members,
+                    "pending_rows": pending_rows,
+                    "right": right,
+                }
             if reply["next"] is not None:
                 raise MalformedMessageError("level.ok: next payload sent before the tree ended")
-        reply = channel.request("finish", {"tree": t, "members": members})
-        return _dict(reply, "finish.ok", ["next"])["next"]
+        reply = channel.request(
+            "finish", {"tree": t, "members": members, "prev_members": prev_members}
+        )
+        return _dict(reply, "finish.ok", ["next"])["next"], None
 
     def _level_histograms(
         self,
@@ -868,6 +931,7 @@ class SecureBoostBank:
         self.evals: list[float] = []
         self.best_iteration: int | None = None
         self.timings: dict[str, float] = {}
+        self.deferred: dict | None = None  # a tree whose last center splits await routing
 
     # -- start -------------------------------------------------------------------------------
 
@@ -966,13 +1030,15 @@ class SecureBoostBank:
 
     # -- per tree ----------------------------------------------------------------------------
 
+    def _gradients(self, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        prob = _sigmoid(F)
+        return prob - self.y[: F.size], prob * (1.0 - prob)
+
     def _begin_tree(self) -> None:
         """Gradients, row sample and column sample of the next tree."""
         p = self.params
         n = self.n_train
-        prob = _sigmoid(self.F[:n])
-        g = prob - self.y[:n]
-        h = prob * (1.0 - prob)
+        g, h = self._gradients(self.F[:n])
         w = np.ones(n)
         if p.sampling == "goss":
             n_top = max(1, int(p.goss_top_rate * n))
@@ -991,13 +1057,10 @@ class SecureBoostBank:
             self.rng.choice(len(self.feature_names), size=k_feat, replace=False)
         )
         self.sample = sample
+        self.weights = w
         self.in_sample = np.zeros(self.F.size, dtype=bool)
         self.in_sample[sample] = True
-        gw, hw = g * w, h * w
-        self.gw = np.zeros(self.F.size)
-        self.hw = np.zeros(self.F.size)
-        self.gw[sample], self.hw[sample] = gw[sample], hw[sample]
-        gq, hq = self.packing.quantize(gw[sample], hw[sample])
+        gq, hq = self.packing.quantize((g * w)[sample], (h * w)[sample])
         self.gq = np.zeros(self.F.size, dtype=np.int64)
         self.hq = np.zeros(self.F.size, dtype=np.int64)
         self.gq[sample], self.hq[sample] = gq, hq
@@ -1008,11 +1071,50 @@ class SecureBoostBank:
         self.pending: dict[int, tuple[int, int, int]] = {}  # center splits awaiting membership
 
     def _begin_tree_payload(self) -> dict:
+        """Next tree's encrypted gradients; with a deferred tree, both variants of its rows.
+
+        Rows of the deferred tree's pending center splits end in the left or the right child;
+        the bank encrypts the gradient for both outcomes (left in ``cts``, right in
+        ``alt_cts``) and the center, which knows the outcome, uses the right one.
+        """
         self._begin_tree()
+        values = self.packing.pack(self.gq[self.sample], self.hq[self.sample])
+        alt_rows = np.empty(0, dtype=np.int64)
+        if self.deferred is not None:
+            d = self.deferred
+            rows_l, rows_r = [], []
+            for node in d["pending"]:
+                r = d["node_rows"][node]
+                r = r[self.in_sample[r]]
+                vl, vr = d["values"][node]
+                rows_l.append((r, vl))
+                rows_r.append((r, vr))
+            alt_rows = np.sort(np.concatenate([r for r, _ in rows_r])) if rows_r else alt_rows
+            F_left, F_right = self.F.copy(), self.F.copy()
+            for (r, vl), (_, vr) in zip(rows_l, rows_r, strict=True):
+                F_left[r] += vl
+                F_right[r] += vr
+            w = self.weights
+            g, h = self._gradients(F_left[alt_rows])
+            gq_l, hq_l = self.packing.quantize(g * w[alt_rows], h * w[alt_rows])
+            g, h = self._gradients(F_right[alt_rows])
+            gq_r, hq_r = self.packing.quantize(g * w[alt_rows], h * w[alt_rows])
+            self.gq[alt_rows], self.hq[alt_rows] = gq_l, hq_l
+            d["alt"] = (alt_rows, gq_r, hq_r)
+            values = self.packing.pack(self.gq[self.sample], self.hq[self.sample])
+            values += self.packing.pack(gq_r, hq_r) if alt_rows.size else []
         t0 = time.perf_counter()
-        blob = self.cipher.encrypt(self.packing.pack(self.gq[self.sample], self.hq[self.sample]))
+        blob = self.cipher.encrypt(values)
         self.timings["encrypt_s"] = self.timings.get("encrypt_s", 0.0) + time.perf_counter() - t0
-        return {"stop": False, "tree": len(self.trees), "rows": self.sample, "cts": blob}
+        cut = len(blob) * self.sample.size // max(1, len(values))
+        return {
+            "stop": False,
+            "tree": len(self.trees),
+            "rows": self.sample,
+            "cts": blob[:cut],
+            "alt_rows": alt_rows,
+            "alt_cts": blob[cut:],
+        }
 
     def _stop_payload(self) -> dict:
         n_trees = len(self.trees)
@@ -1054,7 +1156,9 @@ class SecureBoostBank:
             GLs.append(GL)
             HLs.append(HL)
             nLs.append(nL)
-            meta += [(int(f), int(tb), bool(m)) for tb, m in zip(ts.tolist(), ml.tolist(), strict=True)]
+            meta += [
+                (int(f), int(tb), bool(m)) for tb, m in zip(ts.tolist(), ml.tolist(), strict=True)
+            ]
         if not meta:
             e = np.empty(0, dtype=np.int64)
             return (e, e, e), meta
@@ -1138,7 +1242,7 @@ class SecureBoostBank:
         self.pending = {}
 
     def _level(self, payload: Any) -> dict:
-        msg = _dict(payload, "level", ["tree", "depth", "members", "nodes"])
+        msg = _dict(payload, "level", ["tree", "depth", "members", "nodes", "prev_members"])
         if msg["tree"] != len(self.trees) or msg["depth"] != self.depth:
             raise ProtocolError(f"level: expected tree {len(self.trees)} depth {self.depth}")
         nodes = msg["nodes"]
@@ -1147,6 +1251,8 @@ class SecureBoostBank:
             or [n[0] if isinstance(n, list) and n else None for n in nodes] != self.open_nodes
         ):
             raise MalformedMessageError(f"level: histograms expected for nodes {self.open_nodes}")
+        if self._resolve_deferred(msg["prev_members"]):
+            return {"decisions": None, "next": self._stop_payload()}
         # decrypt and validate everything before touching the tree
         pending_before = dict(self.pending)
         node_rows_before = dict(self.node_rows)
@@ -1199,12 +1305,66 @@ class SecureBoostBank:
         nxt = None
         if not self.open_nodes and not self.pending:
             nxt = self._finish_tree()
+        elif (
+            not self.open_nodes
+            and self.params.speculative_gradients
+            and len(self.trees) + 1 < self.params.n_estimators
+        ):
+            # the tree is complete but the rows of its last center splits are not yet routed:
+            # send the next tree's gradients for both outcomes instead of waiting for them
+            self._leaf_values()
+            self.deferred = {
+                "pending": dict(self.pending),
+                "node_rows": {k: self.node_rows[k] for k in self.pending},
+                "in_sample": self.in_sample,
+                "values": {
+                    k: (self.tree[_children(k)[0]]["value"], self.tree[_children(k)[1]]["value"])
+                    for k in self.pending
+                },
+            }
+            self._commit_tree()
+            self.pending = {}
+            nxt = self._begin_tree_payload()
         return {"decisions": decisions, "next": nxt}
 
+    def _resolve_deferred(self, prev_members: Any) -> bool:
+        """Route the deferred tree's last center splits; True when training should stop."""
+        if self.deferred is None:
+            if prev_members not in (None, []):
+                raise MalformedMessageError("prev_members: no tree is awaiting memberships")
+            return False
+        d = self.deferred
+        if not isinstance(prev_members, list) or len(prev_members) != len(d["pending"]):
+            raise MalformedMessageError("prev_members: one entry per deferred center split")
+        parsed = {}
+        for item in prev_members:
+            if not isinstance(item, list) or len(item) != 2 or item[0] not in d["pending"]:
+                raise MalformedMessageError("prev_members: unexpected node")
+            node = item[0]
+            r = d["node_rows"][node]
+            left = _unbits(item[1], r.size, f"prev_members[{node}]")
+            if int(d["in_sample"][r[left]].sum()) != d["pending"][node][2]:
+                raise ProtocolError(f"prev_members[{node}]: contradicts the chosen split")
+            parsed[node] = left
+        alt_rows, gq_r, hq_r = d["alt"]
+        went_right = np.zeros(self.F.size, dtype=bool)
+        for node, left in parsed.items():
+            r = d["node_rows"][node]
+            vl, vr = d["values"][node]
+            self.F[r[left]] += vl
+            self.F[r[~left]] += vr
+            went_right[r[~left]] = True
+        swap = went_right[alt_rows]
+        self.gq[alt_rows[swap]], self.hq[alt_rows[swap]] = gq_r[swap], hq_r[swap]
+        self.deferred = None
+        return self._evaluate()
+
     def _finish(self, payload: Any) -> dict:
-        msg = _dict(payload, "finish", ["tree", "members"])
+        msg = _dict(payload, "finish", ["tree", "members", "prev_members"])
         if msg["tree"] != len(self.trees) or self.open_nodes:
             raise ProtocolError(f"finish: unexpected for tree {msg['tree']!r}")
+        if self._resolve_deferred(msg["prev_members"]):
+            return self._stop_payload()
         self._apply_members(msg["members"])
         return self._finish_tree()
 
@@ -1215,19 +1375,40 @@ class SecureBoostBank:
             return self._stop_payload()
         return self._begin_tree_payload()
 
+    def _leaf_value(self, Gq: int, Hq: int) -> float:
+        scale = self.packing.scale
+        return self.params.learning_rate * leaf_weight(
+            Gq / scale, Hq / scale, self.params.reg_lambda
+        )
+
+    def _leaf_values(self) -> None:
+        """Leaf values from the fixed-point sums: the same integers the split search used, and
+        available for the children of a center split before its rows are routed."""
+        for node in list(self.node_rows):
+            if node not in self.tree:
+                _, (Gq, Hq, _) = self._node_totals(node)
+                self.tree[node] = {"kind": "leaf", "value": self._leaf_value(Gq, Hq)}
+        for node, (GL, HL, _) in self.pending.items():
+            _, (Gq, Hq, _) = self._node_totals(node)
+            left, right = _children(node)
+            self.tree[left] = {"kind": "leaf", "value": self._leaf_value(GL, HL)}
+            self.tree[right] = {"kind": "leaf", "value": self._leaf_value(Gq - GL, Hq - HL)}
+
+    def _commit_tree(self) -> None:
+        """Add the tree to the model and its leaf values to the scores of the routed rows."""
+        for node, r in self.node_rows.items():
+            if self.tree[node]["kind"] == "leaf":
+                self.F[r] += self.tree[node]["value"]
+        self.trees.append(dict(sorted(self.tree.items())))
+
     def _end_tree(self) -> bool:
         """Leaf values, score update, early stopping; True when training should stop."""
+        self._leaf_values()
+        self._commit_tree()
+        return self._evaluate()
+
+    def _evaluate(self) -> bool:
         p = self.params
-        for node, r in self.node_rows.items():
-            if node in self.tree:
-                continue
-            s = r[self.in_sample[r]]
-            value = p.learning_rate * leaf_weight(
-                float(self.gw[s].sum()), float(self.hw[s].sum()), p.reg_lambda
-            )
-            self.tree[node] = {"kind": "leaf", "value": value}
-            self.F[r] += value
-        self.trees.append(dict(sorted(self.tree.items())))
         if self.valid_rows.size:
             loss = _logloss(self.y[self.n_train :], self.F[self.n_train :])
             self.evals.append(loss)
@@ -1428,7 +1609,12 @@ class HeteroSecureBoost:
         side = SecureBoostBank(session.bank, rows=rows, **asdict(params))
         mark = session.transcript.mark()
         start = time.perf_counter()
-        session.run(side)
+        try:
+            session.run(side)
+        finally:
+            cipher = getattr(side, "cipher", None)
+            if cipher is not None:  # the encryption pool must not outlive a failed run
+                cipher.close()
         self.train_seconds_ = time.perf_counter() - start
         if side.model is None:
             raise ProtocolError("secureboost: the protocol ended before the model was complete")
@@ -1444,6 +1630,8 @@ class HeteroSecureBoost:
         self.feature_names_in_ = list(side.feature_names)
         self.timings_ = dict(side.timings)
         self.train_rows_ = side.train_rows
+        self.valid_rows_ = side.valid_rows
+        self.train_raw_scores_ = side.train_scores
         return self
 
     def _check_fitted(self) -> BankBoostModel:

@@ -82,7 +82,7 @@ REVEAL_MODES = ("both", "bank")
 #: Below this many points a process pool costs more than it saves.
 PARALLEL_MIN_POINTS = 8_192
 #: Points per worker task; see benchmarks/psi.py --sweep-chunks for the measurement behind it.
-DEFAULT_CHUNK_SIZE = 50_000
+DEFAULT_CHUNK_SIZE = 25_000
 
 _P_MPZ = gmpy2.mpz(2**255 - 19)
 _A_MPZ = gmpy2.mpz(486662)
