@@ -24,7 +24,7 @@ from typing import Any
 
 import gmpy2
 import numpy as np
-from gmpy2 import mpz
+from phe import paillier as phe_paillier
 
 from jointcredit.crypto.ckks import CKKSKeyOwner, CKKSParams, CKKSPeer
 from jointcredit.crypto.paillier import (
@@ -39,12 +39,23 @@ from jointcredit.crypto.paillier import (
 
 def median_time(fn: Callable[[], Any], repeats: int) -> float:
     """Median wall time (s) of ``fn()`` over ``repeats`` runs."""
-    times = []
+    return median_times(fn, repeats)[0]
+
+
+def median_times(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    """Median wall and CPU time (s) of ``fn()`` over ``repeats`` runs.
+
+    CPU time (this process, all its threads) is what one core costs even when the shared
+    machine is busy; wall time is what a user waits and the only meaningful figure for work
+    spread over several cores.
+    """
+    walls, cpus = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def machine_info() -> dict[str, Any]:
@@ -84,28 +95,30 @@ class Report:
         print(f"  {key:<48} {label}", flush=True)
 
 
-def per_op(seconds: float, count: int) -> dict[str, float]:
-    return {"ms_per_op": 1e3 * seconds / count, "ops_per_s": count / seconds}
+def per_op(seconds: float, count: int, cpu: float | None = None) -> dict[str, float]:
+    out = {"ms_per_op": 1e3 * seconds / count, "ops_per_s": count / seconds}
+    if cpu is not None:
+        out["cpu_ms_per_op"] = 1e3 * cpu / count
+    return out
 
 
 def fmt(d: dict[str, float]) -> str:
-    return f"{d['ms_per_op']:.4f} ms/op  {d['ops_per_s']:,.0f} ops/s"
+    cpu = f"  (cpu {d['cpu_ms_per_op']:.4f})" if "cpu_ms_per_op" in d else ""
+    return f"{d['ms_per_op']:.4f} ms/op{cpu}  {d['ops_per_s']:,.0f} ops/s"
 
 
-def bench_paillier(rep: Report, quick: bool) -> None:
-    print("Paillier-2048", flush=True)
+def bench_paillier_single(rep: Report, pub: Any, priv: Any, quick: bool) -> dict[str, float]:
+    """phe's default encryption vs the fast path on one core; returns the phe figures."""
+    print("Paillier-2048, one core", flush=True)
     reps = 3 if quick else 5
-    pub, priv = generate_paillier_keypair(2048)
     rng = np.random.default_rng(0)
 
-    # --- phe default (r^n with a full-size r) ---
     n_phe = 10 if quick else 30
     vals = [int(v) for v in rng.integers(-(2**62), 2**62, n_phe)]
-    t = median_time(lambda: [pub.phe.encrypt(v) for v in vals], reps)
-    phe_enc = per_op(t, n_phe)
+    t, c = median_times(lambda: [pub.phe.encrypt(v) for v in vals], reps)
+    phe_enc = per_op(t, n_phe, c)
     rep.add("paillier.phe_encrypt", phe_enc, fmt(phe_enc))
 
-    # --- fast path, one core: window sizes, exponent sizes, CRT ---
     n_fast = 500 if quick else 2000
     vals = [int(v) for v in rng.integers(-(2**62), 2**62, n_fast)]
     configs = [
@@ -115,8 +128,6 @@ def bench_paillier(rep: Report, quick: bool) -> None:
         ("crt", 448, 10),
         ("public", 1024, 10),  # DJN's original ~n/2-bit exponent, for comparison
     ]
-    fast_default = None
-    crt_default = None
     for mode, ebits, w in configs:
         t0 = time.perf_counter()
         if mode == "crt":
@@ -124,25 +135,25 @@ def bench_paillier(rep: Report, quick: bool) -> None:
         else:
             enc = FastEncryptor(pub, exponent_bits=ebits, window_bits=w, n_jobs=1)
         build = time.perf_counter() - t0
-        t = median_time(lambda enc=enc: enc.encrypt_ints(vals), reps)
-        res = per_op(t, n_fast) | {
+        assert priv.decrypt_ints(enc.encrypt_ints(vals[:5])) == vals[:5]
+        t, c = median_times(lambda enc=enc: enc.encrypt_ints(vals), reps)
+        res = per_op(t, n_fast, c) | {
             "table_build_s": build,
             "speedup_vs_phe": phe_enc["ms_per_op"] / (1e3 * t / n_fast),
+            "cpu_speedup_vs_phe": phe_enc["cpu_ms_per_op"] / (1e3 * c / n_fast),
         }
-        key = f"paillier.fast_encrypt_1core.{mode}.e{ebits}.w{w}"
-        rep.add(key, res, f"{fmt(res)}  x{res['speedup_vs_phe']:.1f} vs phe  build {build:.2f}s")
-        if (mode, ebits, w) == ("public", 448, 10):
-            fast_default = res
-            cts_check = enc.encrypt_ints(vals[:20])
-            assert priv.decrypt_ints(cts_check) == vals[:20]
-        if mode == "crt":
-            crt_default = res
+        rep.add(
+            f"paillier.fast_encrypt_1core.{mode}.e{ebits}.w{w}",
+            res,
+            f"{fmt(res)}  x{res['speedup_vs_phe']:.1f} vs phe (cpu "
+            f"x{res['cpu_speedup_vs_phe']:.1f})  build {build:.2f}s",
+        )
 
-    # table: rebuild per worker vs ship it pickled
-    spec_tables = FastEncryptor(pub, n_jobs=1)._tables
-    t_build = median_time(lambda: _Tables(spec_tables.spec), 3)
+    # workers under spawn/forkserver need the table: rebuild it, or ship it pickled?
+    tables = FastEncryptor(pub, n_jobs=1)._tables
+    t_build = median_time(lambda: _Tables(tables.spec), 3)
     t0 = time.perf_counter()
-    blob = pickle.dumps(spec_tables.rows, protocol=pickle.HIGHEST_PROTOCOL)
+    blob = pickle.dumps(tables.rows, protocol=pickle.HIGHEST_PROTOCOL)
     t_dump = time.perf_counter() - t0
     t0 = time.perf_counter()
     pickle.loads(blob)
@@ -158,10 +169,19 @@ def bench_paillier(rep: Report, quick: bool) -> None:
         f"rebuild {t_build:.2f}s vs pickle {len(blob) / 1e6:.1f} MB "
         f"({t_dump:.2f}s + {t_load:.2f}s unpickle, plus the pipe)",
     )
+    return phe_enc
 
-    # --- two cores ---
+
+def bench_paillier_parallel(rep: Report, pub: Any, priv: Any, quick: bool) -> None:
+    """n_jobs=2 against n_jobs=1, interleaved run by run so load drift hits both alike."""
+    print("Paillier-2048, two workers (ratio to one core measured interleaved)", flush=True)
+    reps = 3 if quick else 5
     n_par = 4000 if quick else 12000
-    vals_par = [int(v) for v in rng.integers(0, 2**62, n_par)]
+    vals = [int(v) for v in np.random.default_rng(1).integers(0, 2**62, n_par)]
+    singles = {
+        "public": FastEncryptor(pub, n_jobs=1),
+        "crt": FastEncryptor.for_private_key(priv, n_jobs=1),
+    }
     for method in ("threads", "fork", "forkserver", "spawn"):
         kw: dict[str, Any] = (
             {"parallel": "threads"}
@@ -173,30 +193,38 @@ def bench_paillier(rep: Report, quick: bool) -> None:
                 enc = FastEncryptor.for_private_key(priv, n_jobs=2, **kw)
             else:
                 enc = FastEncryptor(pub, n_jobs=2, **kw)
+            one = singles[mode]
             with enc:
                 t0 = time.perf_counter()
                 enc.warm_up()
                 cold = time.perf_counter() - t0
-                last: list[Any] = []
-                t = median_time(
-                    lambda enc=enc, last=last: last.append(enc.encrypt_ints(vals_par)),
-                    max(2, reps - 2),
-                )
-                assert priv.decrypt_ints(last[-1][-3:]) == vals_par[-3:]
-            res = per_op(t, n_par) | {
+                t_par, t_one = [], []
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    cts = enc.encrypt_ints(vals)
+                    t_par.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    one.encrypt_ints(vals)
+                    t_one.append(time.perf_counter() - t0)
+                assert priv.decrypt_ints(cts[-3:]) == vals[-3:]
+            tp, t1 = statistics.median(t_par), statistics.median(t_one)
+            res = per_op(tp, n_par) | {
                 "pool_start_s": cold,
-                "speedup_vs_phe": phe_enc["ms_per_op"] / (1e3 * t / n_par),
+                "one_core_ms_per_op": 1e3 * t1 / n_par,
+                "speedup_vs_1core": t1 / tp,
             }
-            base = fast_default if mode == "public" else crt_default
-            res["speedup_vs_1core"] = base["ms_per_op"] / res["ms_per_op"]
             rep.add(
-                f"paillier.fast_encrypt_2cores.{mode}.{method}",
+                f"paillier.fast_encrypt_2workers.{mode}.{method}",
                 res,
-                f"{fmt(res)}  x{res['speedup_vs_phe']:.1f} vs phe  "
-                f"x{res['speedup_vs_1core']:.2f} vs 1 core  pool start {cold:.2f}s",
+                f"{fmt(res)}  x{res['speedup_vs_1core']:.2f} vs 1 core "
+                f"({res['one_core_ms_per_op']:.4f} ms/op)  pool start {cold:.2f}s",
             )
 
-    # --- add, mul-const, decrypt ---
+
+def bench_paillier_ops(rep: Report, pub: Any, priv: Any, quick: bool) -> None:
+    print("Paillier-2048, other operations", flush=True)
+    reps = 3 if quick else 5
+    rng = np.random.default_rng(2)
     enc = FastEncryptor(pub, n_jobs=1)
     cts = enc.encrypt_ints([int(v) for v in rng.integers(0, 2**40, 2000)])
     n2 = pub.nsquare
@@ -206,38 +234,42 @@ def bench_paillier(rep: Report, quick: bool) -> None:
         for c in cts:
             acc = acc * c % n2
 
-    t = median_time(adds, reps)
-    res = per_op(t, len(cts))
+    t, c = median_times(adds, reps)
+    res = per_op(t, len(cts), c)
     rep.add("paillier.add", res, fmt(res))
-    t = median_time(lambda: [pub.raw_mul_const(c, 123456789) for c in cts[:500]], reps)
-    res = per_op(t, 500)
+    t, c = median_times(lambda: [pub.raw_mul_const(c, 123456789) for c in cts[:500]], reps)
+    res = per_op(t, 500, c)
     rep.add("paillier.mul_const_27bit", res, fmt(res))
 
     n_dec = 50 if quick else 200
-    t = median_time(lambda: priv.decrypt_ints(cts[:n_dec]), reps)
-    dec = per_op(t, n_dec)
+    t, c = median_times(lambda: priv.decrypt_ints(cts[:n_dec]), reps)
+    dec = per_op(t, n_dec, c)
     rep.add("paillier.decrypt_gmpy2_crt", dec, fmt(dec))
     t = median_time(lambda: priv.decrypt_ints(cts[:n_dec], n_jobs=2), reps)
     res = per_op(t, n_dec) | {"speedup_vs_1thread": dec["ms_per_op"] / (1e3 * t / n_dec)}
-    rep.add("paillier.decrypt_gmpy2_crt_2threads", res, fmt(res))
-    from phe import paillier as phe_paillier
-
+    rep.add(
+        "paillier.decrypt_gmpy2_crt_2threads",
+        res,
+        f"{fmt(res)}  x{res['speedup_vs_1thread']:.2f} vs 1 thread",
+    )
     phe_cts = [phe_paillier.EncryptedNumber(pub.phe, int(c)) for c in cts[:n_dec]]
-    t = median_time(lambda: [priv.phe.decrypt(e) for e in phe_cts], reps)
-    res = per_op(t, n_dec)
+    t, c = median_times(lambda: [priv.phe.decrypt(e) for e in phe_cts], reps)
+    res = per_op(t, n_dec, c)
     rep.add("paillier.decrypt_phe", res, fmt(res))
 
     # packed: 64-bit slots, Horner compression then one decryption per packed ciphertext
     slot_bits = 64
     per = slots_per_ciphertext(pub, slot_bits)
     group = cts[: per * 4]
-    t_c = median_time(lambda: compress(pub, group, slot_bits), reps)
+    t_c, c_c = median_times(lambda: compress(pub, group, slot_bits), reps)
     packed = compress(pub, group, slot_bits)
-    t_d = median_time(lambda: decompress_ints(priv, packed, slot_bits, len(group)), reps)
+    t_d, c_d = median_times(lambda: decompress_ints(priv, packed, slot_bits, len(group)), reps)
     res = {
         "slots_per_ciphertext": per,
         "compress_ms_per_value": 1e3 * t_c / len(group),
+        "compress_cpu_ms_per_value": 1e3 * c_c / len(group),
         "decrypt_ms_per_packed_ciphertext": 1e3 * t_d / len(packed),
+        "decrypt_cpu_ms_per_packed_ciphertext": 1e3 * c_d / len(packed),
         "decrypt_ms_per_value": 1e3 * t_d / len(group),
         "decrypt_values_per_s": len(group) / t_d,
     }
@@ -262,7 +294,6 @@ def bench_paillier(rep: Report, quick: bool) -> None:
         f"{pub.ciphertext_width} B/ct, serialize {res['serialize_us_per_ct']:.1f} us, parse "
         f"{res['parse_us_per_ct']:.1f} us",
     )
-    _ = mpz  # keep the import explicit for readers: every ciphertext above is an mpz
 
 
 def bench_ckks(rep: Report, quick: bool) -> None:
@@ -275,22 +306,22 @@ def bench_ckks(rep: Report, quick: bool) -> None:
     x = rng.uniform(-1, 1, 4096)
     w = rng.uniform(-1, 1, 4096)
 
-    t = median_time(lambda: owner.encrypt(x), reps)
-    rep.add("ckks.encrypt_4096", {"ms": 1e3 * t}, f"{1e3 * t:.2f} ms per ciphertext")
+    def timed(key: str, fn: Callable[[], Any], note: str = "") -> None:
+        t, c = median_times(fn, reps)
+        rep.add(
+            key, {"ms": 1e3 * t, "cpu_ms": 1e3 * c}, f"{1e3 * t:.3f} ms (cpu {1e3 * c:.3f}){note}"
+        )
+
+    timed("ckks.encrypt_4096", lambda: owner.encrypt(x))
     vecs = owner.encrypt(x)
-    t = median_time(lambda: owner.decrypt(vecs, 4096), reps)
-    rep.add("ckks.decrypt_4096", {"ms": 1e3 * t}, f"{1e3 * t:.2f} ms per ciphertext")
+    timed("ckks.decrypt_4096", lambda: owner.decrypt(vecs, 4096))
     at_peer = peer.deserialize_vectors(owner.serialize_vectors(vecs))
-    t = median_time(lambda: peer.mul_plain(at_peer, w), reps)
-    rep.add("ckks.mul_plain_4096", {"ms": 1e3 * t}, f"{1e3 * t:.2f} ms (incl. encode + rescale)")
+    timed("ckks.mul_plain_4096", lambda: peer.mul_plain(at_peer, w), "  incl. encode + rescale")
     prod = peer.mul_plain(at_peer, w)
     prod2 = peer.mul_plain(at_peer, x)
-    t = median_time(lambda: peer.add(prod, prod2), reps)
-    rep.add("ckks.add_4096", {"ms": 1e3 * t}, f"{1e3 * t:.3f} ms")
-    t = median_time(lambda: peer.add_plain(at_peer, w), reps)
-    rep.add("ckks.add_plain_4096", {"ms": 1e3 * t}, f"{1e3 * t:.3f} ms")
-    t = median_time(lambda: peer.rerandomize(prod), reps)
-    rep.add("ckks.rerandomize_4096", {"ms": 1e3 * t}, f"{1e3 * t:.2f} ms")
+    timed("ckks.add_4096", lambda: peer.add(prod, prod2))
+    timed("ckks.add_plain_4096", lambda: peer.add_plain(at_peer, w))
+    timed("ckks.rerandomize_4096", lambda: peer.rerandomize(prod))
     fresh = owner.serialize_vectors(vecs)
     after = peer.serialize_vectors(peer.rerandomize(prod))
     t_s = median_time(lambda: owner.serialize_vectors(vecs), reps)
@@ -319,10 +350,14 @@ def bench_ckks(rep: Report, quick: bool) -> None:
     n, d = (20_000 if quick else 100_000), 20
     X = rng.uniform(-1, 1, (n, d))
     r_enc = peer.deserialize_vectors(owner.serialize_vectors(owner.encrypt(rng.uniform(-1, 1, n))))
-    t0 = time.perf_counter()
-    peer.sum_arrays([peer.mul_plain(r_enc, X[:, j]) for j in range(d)])
-    t = time.perf_counter() - t0
-    rep.add(f"ckks.xtr_{n}x{d}", {"s": t}, f"{t:.2f} s for sum_j X[:, j] * Enc(r)")
+    t, c = median_times(
+        lambda: peer.sum_arrays([peer.mul_plain(r_enc, X[:, j]) for j in range(d)]), 3
+    )
+    rep.add(
+        f"ckks.xtr_{n}x{d}",
+        {"s": t, "cpu_s": c},
+        f"{t:.2f} s (cpu {c:.2f}) for sum_j X[:, j] * Enc(r), {-(-n // 4096)} ciphertexts",
+    )
 
     sizes = {
         "public_no_relin_no_galois": len(pub_bytes),
@@ -346,8 +381,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats and smaller batches")
     ap.add_argument("--out", default="benchmarks/results/primitives_crypto.json")
-    ap.add_argument("--skip-ckks", action="store_true")
-    ap.add_argument("--skip-paillier", action="store_true")
+    ap.add_argument(
+        "--only",
+        choices=["all", "paillier", "parallel", "ckks"],
+        default="all",
+        help="run one section (parallel: the two-worker Paillier figures only)",
+    )
     args = ap.parse_args(argv)
     info = machine_info()
     print(
@@ -355,9 +394,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     rep = Report()
     t0 = time.perf_counter()
-    if not args.skip_paillier:
-        bench_paillier(rep, args.quick)
-    if not args.skip_ckks:
+    if args.only in ("all", "paillier", "parallel"):
+        pub, priv = generate_paillier_keypair(2048)
+        if args.only in ("all", "paillier"):
+            bench_paillier_single(rep, pub, priv, args.quick)
+        bench_paillier_parallel(rep, pub, priv, args.quick)
+        if args.only in ("all", "paillier"):
+            bench_paillier_ops(rep, pub, priv, args.quick)
+    if args.only in ("all", "ckks"):
         bench_ckks(rep, args.quick)
     info["loadavg_end"] = list(os.getloadavg())
     info["wall_s"] = time.perf_counter() - t0
@@ -366,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "quick": args.quick,
+        "only": args.only,
         "machine": info,
         "results": rep.data,
     }

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from jointcredit.data.schema import PartyTable, TableSchema
 from jointcredit.errors import (
+    CryptoError,
     DataValidationError,
     DuplicateIdentifierError,
     InvalidPeerInputError,
@@ -121,6 +122,23 @@ def test_process_pool_gives_the_same_points_and_global_positions(monkeypatch):
         ecdh.reblind(bytes(bad), beta, n_jobs=2, chunk_size=40, field="blinded")
     assert info.value.positions == [5, 97, 229]
     assert "3 of 230" in str(info.value) and "blinded" in str(info.value)
+
+
+def test_full_protocol_through_the_pool(monkeypatch):
+    monkeypatch.setattr(ecdh, "PARALLEL_MIN_POINTS", 10)
+    monkeypatch.setattr(ecdh, "DEFAULT_CHUNK_SIZE", 25)
+    bank_ids = [f"E{i:04d}" for i in range(0, 160)]
+    center_ids = [f"e{i:04d}" for i in range(100, 300)]
+    session = align(bank_ids, center_ids)
+    assert list(session.bank.aligned_ids) == [f"E{i:04d}" for i in range(100, 160)]
+    assert list(session.center.aligned_ids) == [f"e{i:04d}" for i in range(100, 160)]
+
+
+def test_an_id_hashing_to_a_low_order_point_is_refused_without_naming_it(monkeypatch):
+    monkeypatch.setattr(ecdh, "_hash_to_u", lambda base, data: LOW_ORDER[1])
+    with pytest.raises(CryptoError) as info:
+        ecdh.blind_ids(["SECRETID"], ecdh.new_scalar(), os.urandom(32))
+    assert "SECRETID" not in str(info.value)
 
 
 # --- correctness -------------------------------------------------------------------------------

@@ -44,6 +44,18 @@ def _seconds(value: Any) -> str:
     return f"{value:.3f}"
 
 
+def _exponent(value: Any) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        return "–"
+    return f"{value:.2f}"
+
+
+def _ratio(value: Any) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        return "–"
+    return f"{value:,.0f}×" if value >= 10 else f"{value:.2g}×"
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -130,7 +142,7 @@ def speed_table(suite: dict[str, Any]) -> str:
                 _seconds(m["train_seconds"]),
                 f"{_seconds(m.get('seconds_per_iteration'))} / {r.get('unit', 'iter')}",
                 _seconds(m.get("plaintext_seconds")),
-                _num(m.get("ratio_to_plaintext"), 0) + "×" if m.get("ratio_to_plaintext") else "–",
+                _ratio(m.get("ratio_to_plaintext")),
                 _mb(m["bytes_bank_to_center"]), _mb(m["bytes_center_to_bank"]),
                 _num(m["round_trips"]), _num(m.get("peak_rss_mb"), 0),
                 f"{floor['share_of_train_time']:.0%}" if floor else "–",
@@ -201,7 +213,7 @@ def scaling_table(suite: dict[str, Any]) -> str:
                 ["axis", "model", "backend", "sizes", "time k", "bytes k"],
                 [
                     [f["axis"], f["model"], f["backend"], ", ".join(f"{s:,}" for s in f["sizes"]),
-                     _num(f["time_exponent"], 2), _num(f["bytes_exponent"], 2)]
+                     _exponent(f["time_exponent"]), _exponent(f["bytes_exponent"])]
                     for f in fits
                 ],
             )
@@ -216,10 +228,12 @@ def primitives_table(suite: dict[str, Any]) -> str:
     for r in recs:
         if r.get("status") != "ok":
             continue
-        if "ops_per_s" in r:
+        if "ms_per_op" in r:
             figure = f"{r['ops_per_s']:,.0f} /s ({r['ms_per_op']:.4g} ms)"
         elif "seconds" in r:
             figure = f"{r['seconds']:.3g} s"
+            if "ops_per_s" in r:
+                figure += f" ({r['ops_per_s']:,.0f} ops/s)"
         elif "bytes" in r:
             figure = f"{r['bytes']:,} B"
         else:

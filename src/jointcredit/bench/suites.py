@@ -204,52 +204,70 @@ def _datasets(ctx: BenchContext, synthetic_size: dict[str, int], quick_rows: int
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """How the suites drive one model type through its module's ``train_and_evaluate``."""
+    """How the suites drive one model type through its module's ``train_and_evaluate``.
+
+    ``params[suite]`` and ``params[suite + "_quick"]`` are the hyper-parameters a suite passes
+    (``quality``: the model as a bank would train it; ``speed`` and ``scaling``: a fixed number of
+    iterations, no early stopping, so time per tree / epoch is comparable across runs).
+    """
 
     name: str
     module: str
     unit: str
     backends: tuple[str, ...]
-    full: dict[str, Any]
-    quick: dict[str, Any]
-    scaling_full: dict[str, Any]
-    scaling_quick: dict[str, Any]
+    params_by_suite: dict[str, dict[str, Any]]
     train_kwargs: dict[str, Any] = field(default_factory=dict)
 
-    def params(self, ctx: BenchContext, *, scaling: bool = False) -> dict[str, Any]:
-        if scaling:
-            return dict(self.scaling_quick if ctx.quick else self.scaling_full)
-        return dict(self.quick if ctx.quick else self.full)
+    def params(self, ctx: BenchContext, suite: str) -> dict[str, Any]:
+        return dict(self.params_by_suite[suite + ("_quick" if ctx.quick else "")])
 
 
+#: Issue 4's SecureBoost configuration (30 trees, depth 3, 32 bins, learning rate 0.3).
 _BOOST_FULL = {"n_estimators": 30, "max_depth": 3, "max_bin": 32, "learning_rate": 0.3}
 _BOOST_QUICK = {"n_estimators": 3, "max_depth": 2, "max_bin": 16, "learning_rate": 0.3}
-_LINEAR_FULL: dict[str, Any] = {}
-_LINEAR_QUICK: dict[str, Any] = {}
+_BOOST = {
+    "quality": _BOOST_FULL,
+    "quality_quick": _BOOST_QUICK,
+    "speed": _BOOST_FULL,
+    "speed_quick": _BOOST_QUICK,
+    "scaling": {**_BOOST_FULL, "n_estimators": 3},
+    "scaling_quick": {**_BOOST_QUICK, "n_estimators": 2},
+}
+#: Linear models: the estimator's defaults for quality (early stopping on a 10 % validation
+#: split); fixed epochs for timing.
+_FIXED_EPOCHS = {"validation_fraction": 0.0}
+_LINEAR = {
+    "quality": {},
+    "quality_quick": {"max_epochs": 5},
+    "speed": {**_FIXED_EPOCHS, "max_epochs": 3},
+    "speed_quick": {**_FIXED_EPOCHS, "max_epochs": 2},
+    "scaling": {**_FIXED_EPOCHS, "max_epochs": 2},
+    "scaling_quick": {**_FIXED_EPOCHS, "max_epochs": 1},
+}
+_ALL_BACKENDS = ("ckks", "paillier", "plain", "paillier_phe", "ou")
 
 MODELS: dict[str, ModelSpec] = {
     "logistic": ModelSpec(
-        "logistic", "jointcredit.learn.linear", "epoch", ("ckks", "paillier", "plain"),
-        _LINEAR_FULL, _LINEAR_QUICK, _LINEAR_FULL, _LINEAR_QUICK, {"model": "logistic"},
+        "logistic", "jointcredit.learn.linear", "epoch", _ALL_BACKENDS, _LINEAR,
+        {"model": "logistic"},
     ),
     "scorecard": ModelSpec(
-        "scorecard", "jointcredit.learn.linear", "epoch", ("ckks", "paillier", "plain"),
-        _LINEAR_FULL, _LINEAR_QUICK, _LINEAR_FULL, _LINEAR_QUICK, {"model": "scorecard"},
+        "scorecard", "jointcredit.learn.linear", "epoch", _ALL_BACKENDS, _LINEAR,
+        {"model": "scorecard"},
     ),
     "secureboost": ModelSpec(
         "secureboost", "jointcredit.learn.boosting", "tree",
-        ("paillier", "plain", "paillier_phe", "ou"),
-        _BOOST_FULL, _BOOST_QUICK,
-        {**_BOOST_FULL, "n_estimators": 3}, {**_BOOST_QUICK, "n_estimators": 2},
+        ("paillier", "plain", "paillier_phe", "ou"), _BOOST,
     ),
 }  # fmt: skip
 
 #: Backends the speed suite asks every model about, and why one may be missing.
 _BACKEND_NOTES = {
     "paillier_phe": (
-        "the protocol encrypts only through the fast Damgard-Jurik-Nielsen path; phe's default "
+        "the protocols encrypt only through the fast Damgard-Jurik-Nielsen path; phe's default "
         "encryption (about 30x slower per value) is measured in the primitives suite"
     ),
+    "ckks": "this model has no CKKS backend",
     "ou": "no Okamoto-Uchiyama backend is installed (optional sf-heu / HEU is not a dependency)",
 }
 
@@ -420,7 +438,7 @@ def quality_suite(ctx: BenchContext) -> dict[str, Any]:
                 records.append(not_available(reason or "not available", **base))
                 continue
             backend = default_backend(spec, module, ctx)
-            params = spec.params(ctx)
+            params = spec.params(ctx, "quality")
             base |= {"backend": backend}
             ctx.progress(
                 f"quality: {spec.name} ({backend}) on {ds.name}, {split_info['n_train']} train rows"
@@ -524,7 +542,7 @@ def speed_suite(ctx: BenchContext) -> dict[str, Any]:
                     why = _BACKEND_NOTES.get(backend, f"{spec.name} does not implement {backend!r}")
                     records.append(not_available(why, **base))
                     continue
-                params = spec.params(ctx)
+                params = spec.params(ctx, "speed")
                 ctx.progress(f"speed: {spec.name} ({backend}) on {ds.name} x{ctx.n_repeats}")
                 try:
                     records.append(
@@ -633,18 +651,20 @@ def scaling_suite(ctx: BenchContext) -> dict[str, Any]:
         )  # fmt: skip
         with PeakMemory() as mem:
             session, alignment = open_session(ds)
-        train, test, split_info = split(session, ctx.seed)
-        records.append(
-            {
-                "axis": axis, "size": size, "model": "psi", "backend": "x25519",
-                "status": STATUS_OK, "dataset": ds.parameters,
-                "train_seconds": alignment["seconds"],
-                "bytes_bank_to_center": alignment["bytes_bank_to_center"],
-                "bytes_center_to_bank": alignment["bytes_center_to_bank"],
-                "bytes_total": alignment["bytes_bank_to_center"] + alignment["bytes_center_to_bank"],
-                "round_trips": alignment["round_trips"], **mem.as_dict(),
-            }
-        )  # fmt: skip
+        train, test, _ = split(session, ctx.seed)
+        if axis == "rows":  # PSI does not depend on the number of features
+            psi_bytes = alignment["bytes_bank_to_center"] + alignment["bytes_center_to_bank"]
+            records.append(
+                {
+                    "axis": axis, "size": size, "model": "psi", "backend": "x25519",
+                    "status": STATUS_OK, "dataset": ds.parameters,
+                    "train_seconds": alignment["seconds"],
+                    "bytes_bank_to_center": alignment["bytes_bank_to_center"],
+                    "bytes_center_to_bank": alignment["bytes_center_to_bank"],
+                    "bytes_total": psi_bytes, "round_trips": alignment["round_trips"],
+                    **mem.as_dict(),
+                }
+            )  # fmt: skip
         for spec, module, _ in models:
             if module is not None:
                 records.append(
@@ -681,7 +701,7 @@ def _scaling_model(
     size: int,
 ) -> dict[str, Any]:
     backend = default_backend(spec, module, ctx)
-    params = spec.params(ctx, scaling=True)
+    params = spec.params(ctx, "scaling")
     base = {"axis": axis, "size": size, "model": spec.name, "backend": backend}
     repeats = 1 if train.size + test.size >= 100_000 else ctx.n_repeats
     effective: dict[str, Any] = {}
@@ -826,7 +846,7 @@ def _prim_psi(ctx: BenchContext, q: bool, reps: int) -> list[dict[str, Any]]:
     center = table(np.concatenate([codes[:shared], codes[n_ids:]]))
     times = []
     summary: dict[str, Any] = {}
-    for _ in range(1 if not q else 2):
+    for _ in range(min(reps, 3) if n_ids < 100_000 else 1):
         session = JointSession.in_process(bank, center)
         start = time.perf_counter()
         session.align()

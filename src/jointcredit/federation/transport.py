@@ -26,8 +26,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
-from flwr.common.constant import ErrorCode
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, Metadata, RecordDict
+from flwr.app.message import make_message
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid
 
 from jointcredit.errors import (
@@ -125,13 +126,20 @@ def push(
     grid: Grid, node_id: int, message_type: str, data: bytes, *, ttl: float, group_id: str = ""
 ) -> str:
     """Queue one message for a node at the SuperLink; return its id."""
-    message = Message(
-        blob_content(data),
-        dst_node_id=node_id,
-        message_type=message_type,
-        ttl=ttl,
+    # Metadata is spelled out rather than taken from Flower's process-global task identity, so
+    # a center and a bank may share one process (tests) and a fake grid needs no task.
+    metadata = Metadata(
+        run_id=grid.run.run_id,
+        message_id="",
+        src_node_id=SUPERLINK_NODE_ID,
+        dst_node_id=int(node_id),
+        reply_to_message_id="",
         group_id=group_id,
+        created_at=time.time(),
+        ttl=ttl,
+        message_type=message_type,
     )
+    message = make_message(metadata=metadata, content=blob_content(data))
     ids = list(grid.push_messages([message]))
     if len(ids) != 1 or not ids[0]:
         # HTTP 413 comes back as [] and a malformed message as [None] (DESIGN §6).

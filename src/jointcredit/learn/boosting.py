@@ -1030,15 +1030,16 @@ class SecureBoostBank:
 
     # -- per tree ----------------------------------------------------------------------------
 
-    def _gradients(self, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _gradients(self, F: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Log-loss gradient and hessian of job rows ``rows`` at raw scores ``F``."""
         prob = _sigmoid(F)
-        return prob - self.y[: F.size], prob * (1.0 - prob)
+        return prob - self.y[rows], prob * (1.0 - prob)
 
     def _begin_tree(self) -> None:
         """Gradients, row sample and column sample of the next tree."""
         p = self.params
         n = self.n_train
-        g, h = self._gradients(self.F[:n])
+        g, h = self._gradients(self.F[:n], np.arange(n))
         w = np.ones(n)
         if p.sampling == "goss":
             n_top = max(1, int(p.goss_top_rate * n))
@@ -1095,9 +1096,9 @@ class SecureBoostBank:
                 F_left[r] += vl
                 F_right[r] += vr
             w = self.weights
-            g, h = self._gradients(F_left[alt_rows])
+            g, h = self._gradients(F_left[alt_rows], alt_rows)
             gq_l, hq_l = self.packing.quantize(g * w[alt_rows], h * w[alt_rows])
-            g, h = self._gradients(F_right[alt_rows])
+            g, h = self._gradients(F_right[alt_rows], alt_rows)
             gq_r, hq_r = self.packing.quantize(g * w[alt_rows], h * w[alt_rows])
             self.gq[alt_rows], self.hq[alt_rows] = gq_l, hq_l
             d["alt"] = (alt_rows, gq_r, hq_r)

@@ -772,6 +772,21 @@ def _standardize(X: pd.DataFrame, stats: dict[str, list[float]]) -> np.ndarray:
     return np.clip(out, -X_CLIP, X_CLIP)
 
 
+def _whitening(M: np.ndarray) -> np.ndarray:
+    """``A`` with ``cov(M @ A) ~ I``: a party decorrelates its own features before training.
+
+    Plain gradient methods crawl along directions where correlated features trade off against
+    each other; a local linear change of coordinates (the party's own data only, nothing sent)
+    removes that within each party. Coefficients map back as ``beta = A @ w``. The small ridge
+    keeps ``A`` bounded for near-collinear features.
+    """
+    d = M.shape[1]
+    if d == 0:
+        return np.zeros((0, 0))
+    cov = np.atleast_2d(np.cov(M, rowvar=False, bias=True)) + 1e-3 * np.eye(d)
+    return np.linalg.inv(np.linalg.cholesky(cov)).T
+
+
 def _woe_encode(
     X: pd.DataFrame, bins: dict[str, BinSpec], woe: dict[str, np.ndarray]
 ) -> np.ndarray:
@@ -852,6 +867,8 @@ class HeteroLRCenter:
             raise ProtocolError("hetero_lr: batches and validation rows overlap")
         features = self._features(job["center_features"])
         X_all, prep = self._prepare(job, features, all_rows)
+        A = _whitening(X_all) if hyper.get("decorrelate") else np.eye(len(features))
+        X_all = np.clip(X_all @ A, -X_CLIP, X_CLIP)
         # X_all rows follow all_rows: batches first, in order, then the validation rows
         bounds = np.cumsum([0] + [b.size for b in batches])
         X_batches = [X_all[bounds[i] : bounds[i + 1]] for i in range(len(batches))]
@@ -918,7 +935,7 @@ class HeteroLRCenter:
         finally:
             if hasattr(crypto, "close"):
                 crypto.close()
-        w = snapshots[best_epoch]
+        w = A @ snapshots[best_epoch]  # back to the original (standardised / WOE) features
         model_id = str(job["model_id"])
         part = {
             "kind": "hetero_lr",
@@ -1019,6 +1036,7 @@ def _validate_hyper(hyper: Any) -> dict[str, Any]:
         ]
     except (TypeError, ValueError) as exc:
         raise MalformedMessageError(f"hetero_lr: malformed hyper-parameters ({exc})") from exc
+    checks.append((isinstance(out.get("decorrelate", False), bool), "decorrelate"))
     bad = [name for ok, name in checks if not ok]
     if bad or not all(math.isfinite(float(out[k])) for k in _HYPER_KEYS):
         raise ProtocolError(f"hetero_lr: hyper-parameter(s) out of range: {bad}")
@@ -1045,7 +1063,7 @@ class HeteroLRBank:
         l2: float = 1e-4,
         batch_size: int = 4096,
         max_epochs: int = 10,
-        validation_fraction: float = 0.1,
+        validation_fraction: float = 0.0,
         patience: int = 3,
         tol: float = 1e-4,
         sigmoid_degree: int = 6,
@@ -1055,6 +1073,7 @@ class HeteroLRBank:
         transform: str = "standardize",
         binning: dict[str, Any] | None = None,
         points_factor: float | None = None,
+        decorrelate: bool = True,
         random_state: int = 0,
         crypto_options: dict[str, Any] | None = None,
         model_id: str | None = None,
@@ -1077,6 +1096,7 @@ class HeteroLRBank:
             "max_epochs": int(max_epochs),
             "degree": int(sigmoid_degree),
             "window": float(sigmoid_window),
+            "decorrelate": bool(decorrelate),
         }
         if points_factor is not None:
             self.hyper["points_factor"] = float(points_factor)
@@ -1095,6 +1115,10 @@ class HeteroLRBank:
         self.history: list[dict[str, float]] = []
         self.center_coefficients: dict[str, float] | None = None
         self.best_epoch: int | None = None
+
+    def coefficients(self) -> tuple[float, np.ndarray]:
+        """Intercept and coefficients on the bank's (standardised / WOE) features."""
+        return float(self.w[0]), self.A @ self.w[1:]
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -1141,6 +1165,8 @@ class HeteroLRBank:
         self.bank_feature_names = names
         X = self.bank.aligned_features(rows)[names]
         self.prep, X_all = self._prepare(X)
+        self.A = _whitening(X_all) if self.hyper["decorrelate"] else np.eye(len(names))
+        X_all = np.clip(X_all @ self.A, -X_CLIP, X_CLIP)
         self.X_all, self.y_all = X_all, y
         self.position = pd.Series(np.arange(rows.size), index=rows)
         self.batches, self.val = batches, val
@@ -1547,13 +1573,14 @@ class HeteroLogisticRegression:
         l2: float = 1e-4,
         batch_size: int = 4096,
         max_epochs: int = 10,
-        validation_fraction: float = 0.1,
+        validation_fraction: float = 0.0,
         patience: int = 3,
         tol: float = 1e-4,
         sigmoid_degree: int = 6,
         sigmoid_window: float = 6.0,
         center_features: Sequence[str] | None = None,
         bank_features: Sequence[str] | None = None,
+        decorrelate: bool = True,
         random_state: int = 0,
         n_jobs: int = 1,
     ) -> None:
@@ -1569,6 +1596,7 @@ class HeteroLogisticRegression:
         self.sigmoid_window = sigmoid_window
         self.center_features = center_features
         self.bank_features = bank_features
+        self.decorrelate = decorrelate
         self.random_state = random_state
         self.n_jobs = n_jobs
 
@@ -1588,6 +1616,7 @@ class HeteroLogisticRegression:
             sigmoid_window=self.sigmoid_window,
             center_features=self.center_features,
             bank_features=self.bank_features,
+            decorrelate=self.decorrelate,
             random_state=self.random_state,
             crypto_options={"n_jobs": self.n_jobs},
             **extra,
@@ -1617,8 +1646,9 @@ class HeteroLogisticRegression:
         self.model_id_ = side.model_id
         self.bank_features_ = list(side.bank_feature_names)
         self.center_features_ = list(side.center_feature_names)
-        self.intercept_ = float(side.w[0])
-        self.coef_ = pd.Series(side.w[1:], index=self.bank_features_, dtype=np.float64)
+        intercept, coef = side.coefficients()
+        self.intercept_ = intercept
+        self.coef_ = pd.Series(coef, index=self.bank_features_, dtype=np.float64)
         self.center_coef_ = (
             None
             if side.center_coefficients is None
@@ -1721,11 +1751,12 @@ class HeteroScorecard(HeteroLogisticRegression):
         l2: float = 1e-4,
         batch_size: int = 4096,
         max_epochs: int = 10,
-        validation_fraction: float = 0.1,
+        validation_fraction: float = 0.0,
         patience: int = 3,
         tol: float = 1e-4,
         sigmoid_degree: int = 6,
         sigmoid_window: float = 6.0,
+        decorrelate: bool = True,
         random_state: int = 0,
         n_jobs: int = 1,
     ) -> None:
@@ -1733,7 +1764,7 @@ class HeteroScorecard(HeteroLogisticRegression):
             backend=backend, learning_rate=learning_rate, l2=l2, batch_size=batch_size,
             max_epochs=max_epochs, validation_fraction=validation_fraction, patience=patience,
             tol=tol, sigmoid_degree=sigmoid_degree, sigmoid_window=sigmoid_window,
-            random_state=random_state, n_jobs=n_jobs,
+            decorrelate=decorrelate, random_state=random_state, n_jobs=n_jobs,
         )  # fmt: skip
         self.binning = binning
         self.pdo = pdo

@@ -68,9 +68,7 @@ def _month_label(value: Any, field: str) -> str:
 def _special_codes(columns: list[str]) -> dict[str, tuple[float, ...]]:
     from jointcredit.data.catalogue import CENTER_CATALOGUE
 
-    return {
-        c: tuple(CENTER_CATALOGUE[c].special_codes) for c in columns if c in CENTER_CATALOGUE
-    }
+    return {c: tuple(CENTER_CATALOGUE[c].special_codes) for c in columns if c in CENTER_CATALOGUE}
 
 
 class FeatureStabilityCenter:

@@ -65,6 +65,7 @@ __all__ = [
     "TAX_ARREARS",
     "CenterMonitor",
     "EventRules",
+    "RiskEventFlags",
     "RiskEventsBank",
     "RiskEventsCenter",
     "attach_center_monitor",

@@ -12,13 +12,14 @@ Default rules (see docs/lifecycle.md for how they were chosen on the drift scena
 rule                   fires when                                  status
 =====================  ==========================================  ========
 ``pd_level``           PD >= 0.20 (red) / >= 0.10 (yellow)          red/yellow
-``pd_up``              PD / reference PD >= 2.0 (red) / 1.5         red/yellow
+``pd_up``              PD / reference PD >= 3.0 (red) / 2.0         red/yellow
                        (yellow), against the previous run or the
-                       baseline, and PD rose by >= 0.01 in absolute
+                       baseline, and PD rose by >= 0.02 in absolute
                        terms (tiny PDs doubling is not a warning)
-``grade_drop``         grade fell by >= 2 notches (red) / 1 notch   red/yellow
-                       (yellow) against the previous run or the
-                       baseline
+``grade_drop``         grade fell by >= 3 notches (red) / 2         red/yellow
+                       notches (yellow) against the previous run or
+                       the baseline (one notch is within the
+                       month-to-month noise of a re-score)
 ``event``              a center flag of a red type (new enforcement red/yellow
                        record, dishonest-debtor listing,
                        consumption restriction) / a yellow type
@@ -95,11 +96,11 @@ class WarningRules:
 
     pd_level_yellow: float = 0.10
     pd_level_red: float = 0.20
-    pd_ratio_yellow: float = 1.5
-    pd_ratio_red: float = 2.0
-    pd_min_increase: float = 0.01
-    grade_drop_yellow: int = 1
-    grade_drop_red: int = 2
+    pd_ratio_yellow: float = 2.0
+    pd_ratio_red: float = 3.0
+    pd_min_increase: float = 0.02
+    grade_drop_yellow: int = 2
+    grade_drop_red: int = 3
     red_events: tuple[str, ...] = (ENFORCEMENT_NEW, DISHONEST_DEBTOR_LISTED, CONSUMPTION_RESTRICTED)
     yellow_events: tuple[str, ...] = (TAX_ARREARS, HEADCOUNT_DROP, ELECTRICITY_DROP)
 
@@ -147,9 +148,7 @@ class WarningRules:
         return cls(**dict(data))
 
 
-def _frame(
-    data: pd.DataFrame | None, name: str, required: Sequence[str]
-) -> pd.DataFrame | None:
+def _frame(data: pd.DataFrame | None, name: str, required: Sequence[str]) -> pd.DataFrame | None:
     if data is None:
         return None
     if not isinstance(data, pd.DataFrame):
@@ -264,9 +263,7 @@ def evaluate_warnings(
             reasons[i].append((level, text))
 
     status = np.array([STATUSES[s] for s in severity], dtype=object)
-    reason_text = [
-        ";".join(t for _, t in sorted(r, key=lambda item: -item[0])) for r in reasons
-    ]
+    reason_text = [";".join(t for _, t in sorted(r, key=lambda item: -item[0])) for r in reasons]
     return pd.DataFrame(
         {
             "id": pd.Series(ids.to_numpy(dtype=object), dtype=object),

@@ -67,6 +67,8 @@ def _load_builtin_protocols() -> None:
         "jointcredit.learn.linear",
         "jointcredit.learn.boosting",
         "jointcredit.scoring.encrypted",
+        "jointcredit.monitor.events",
+        "jointcredit.monitor.center_stability",
     ):
         try:
             importlib.import_module(module)

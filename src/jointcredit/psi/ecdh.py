@@ -47,7 +47,7 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -142,9 +142,7 @@ def blind_ids(
     chunk_size: int | None = None,
 ) -> bytes:
     """``H(id)^scalar`` for each normalised ID, concatenated (32 bytes each, input order)."""
-    items = list(ids)
-    parts = _map_chunks(_blind_ids_chunk, (scalar, salt), items, len(items), n_jobs, chunk_size)
-    return b"".join(parts)
+    return start_blind_ids(ids, scalar, salt, n_jobs=n_jobs, chunk_size=chunk_size).result()
 
 
 def reblind(
@@ -161,21 +159,84 @@ def reblind(
     Rejects malformed, non-canonical and low-order points with :class:`InvalidPeerInputError`
     naming how many and which positions (0-based, in the peer's list), before returning anything.
     """
+    return start_reblind(
+        points, scalar, out_bytes=out_bytes, field=field, n_jobs=n_jobs, chunk_size=chunk_size
+    ).result()
+
+
+class Pending:
+    """Chunk results that may still be computing in the worker pool.
+
+    Starting two batches before waiting on either keeps both cores busy across the boundary
+    between them (the center re-blinds the bank's points and blinds its own IDs back to back).
+    """
+
+    def __init__(self, parts: list, combine: Callable[[list], bytes]) -> None:
+        self._parts = parts
+        self._combine = combine
+
+    def result(self) -> bytes:
+        try:
+            values = [p.result() if isinstance(p, Future) else p for p in self._parts]
+        except BrokenProcessPool as exc:
+            _forget_pool()
+            raise CryptoError("a PSI worker process died (out of memory?)") from exc
+        except BaseException:
+            self.cancel()
+            raise
+        return self._combine(values)
+
+    def cancel(self) -> None:
+        for part in self._parts:
+            if isinstance(part, Future):
+                part.cancel()
+
+
+def start_blind_ids(
+    ids: Sequence[str] | np.ndarray,
+    scalar: bytes,
+    salt: bytes,
+    *,
+    n_jobs: int | None = None,
+    chunk_size: int | None = None,
+) -> Pending:
+    """Start :func:`blind_ids` in the worker pool; ``.result()`` returns its bytes."""
+    items = list(ids)
+    spans = _plan(len(items), n_jobs, chunk_size)
+    if spans is None:
+        return Pending([_blind_ids_chunk(scalar, salt, items)] if items else [], b"".join)
+    parts = _submit(_blind_ids_chunk, (scalar, salt), [items[a:b] for a, b in spans], n_jobs)
+    return Pending(parts, b"".join)
+
+
+def start_reblind(
+    points: bytes,
+    scalar: bytes,
+    *,
+    out_bytes: int = POINT_BYTES,
+    field: str = "points",
+    n_jobs: int | None = None,
+    chunk_size: int | None = None,
+) -> Pending:
+    """Start :func:`reblind`; malformed input is rejected at once, low order at ``.result()``."""
     n = check_points(points, field)
-    chunk = _chunk_size(chunk_size)
-    workers = _jobs(n_jobs)
-    if n == 0:
-        return b""
-    if n <= PARALLEL_MIN_POINTS or workers == 1:
-        results, offsets = [_reblind_chunk(scalar, out_bytes, points)], [0]
+    spans = _plan(n, n_jobs, chunk_size)
+    if spans is None:
+        spans = [(0, n)] if n else []
+        parts: list = [_reblind_chunk(scalar, out_bytes, points)] if n else []
     else:
-        offsets = list(range(0, n, chunk))
-        pieces = [points[i * POINT_BYTES : (i + chunk) * POINT_BYTES] for i in offsets]
-        results = _pool_map(_reblind_chunk, (scalar, out_bytes), pieces, workers)
-    bad = [offset + i for offset, (_, low) in zip(offsets, results, strict=False) for i in low]
-    if bad:
-        raise _peer_error(field, "low-order point(s) (the product would be the identity)", bad, n)
-    return b"".join(out for out, _ in results)
+        pieces = [points[a * POINT_BYTES : b * POINT_BYTES] for a, b in spans]
+        parts = _submit(_reblind_chunk, (scalar, out_bytes), pieces, n_jobs)
+
+    def combine(results: list) -> bytes:
+        bad = [a + i for (a, _), (_, low) in zip(spans, results, strict=True) for i in low]
+        if bad:
+            raise _peer_error(
+                field, "low-order point(s) (the product would be the identity)", bad, n
+            )
+        return b"".join(out for out, _ in results)
+
+    return Pending(parts, combine)
 
 
 def check_points(points: object, field: str = "points") -> int:
@@ -298,8 +359,9 @@ def _blind_ids_chunk(scalar: bytes, salt: bytes, ids: list[str]) -> bytes:
     for text in ids:
         try:
             out[pos : pos + POINT_BYTES] = exchange(load(_hash_to_u(base, text.encode("utf-8"))))
-        except ValueError as exc:  # one of the 4 low-order curve points: probability ~2^-250
-            raise CryptoError(f"id {text!r} hashed to a low-order point; change the salt") from exc
+        except ValueError as exc:  # one of 3 low-order curve points: probability ~2^-250
+            # No ID in the message: on the bank's side it would travel to the center.
+            raise CryptoError("an id hashed to a low-order point; run the PSI again") from exc
         pos += POINT_BYTES
     return bytes(out)
 
@@ -379,32 +441,33 @@ def shutdown_pool() -> None:
         _pool, _pool_key = None, None
 
 
-def _pool_map(func: Callable[..., Any], fixed: tuple, pieces: list, workers: int) -> list:
+def _forget_pool() -> None:
     global _pool
-    pool = _executor(workers)
-    try:
-        return list(pool.map(func, *([arg] * len(pieces) for arg in fixed), pieces))
-    except BrokenProcessPool as exc:
-        with _pool_lock:
-            _pool = None
-        raise CryptoError("a PSI worker process died (out of memory?)") from exc
+    with _pool_lock:
+        _pool = None
 
 
-def _map_chunks(
-    func: Callable[..., Any],
-    fixed: tuple,
-    items: list,
-    n: int,
-    n_jobs: int | None,
-    chunk_size: int | None,
-) -> list:
+def _submit(func: Callable[..., Any], fixed: tuple, pieces: list, n_jobs: int | None) -> list:
+    """One pool task per piece; a pool broken by an earlier crash is replaced once."""
+    for attempt in (1, 2):
+        pool = _executor(_jobs(n_jobs))
+        try:
+            return [pool.submit(func, *fixed, piece) for piece in pieces]
+        except BrokenProcessPool as exc:
+            _forget_pool()
+            if attempt == 2:
+                raise CryptoError("the PSI worker pool cannot start") from exc
+    raise AssertionError("unreachable")
+
+
+def _plan(n: int, n_jobs: int | None, chunk_size: int | None) -> list[tuple[int, int]] | None:
+    """Chunk spans for the pool, or ``None`` to compute in this process (small inputs, 1 core)."""
     chunk = _chunk_size(chunk_size)
     workers = _jobs(n_jobs)
-    if n == 0:
-        return []
     if n <= PARALLEL_MIN_POINTS or workers == 1:
-        return [func(*fixed, items)]
-    return _pool_map(func, fixed, [items[i : i + chunk] for i in range(0, n, chunk)], workers)
+        return None
+    chunk = min(chunk, -(-n // workers))  # never leave a core idle for want of chunks
+    return [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
 
 
 def _peer_error(field: str, what: str, positions: list[int], total: int) -> InvalidPeerInputError:
@@ -475,7 +538,8 @@ class PsiCenterSide:
             raise MalformedMessageError(f"psi/start.ok: n={start['n']!r} but {n_bank} points")
 
         alpha = new_scalar()
-        double = reblind(
+        # Both batches go to the pool before waiting on either, so the cores stay busy.
+        pending_double = start_reblind(
             start["blinded"],
             alpha,
             out_bytes=MATCH_BYTES,
@@ -484,7 +548,15 @@ class PsiCenterSide:
             chunk_size=self.chunk_size,
         )
         order = random_permutation(ids.size)
-        blinded = blind_ids(ids[order], alpha, salt, n_jobs=self.n_jobs, chunk_size=self.chunk_size)
+        pending_blinded = start_blind_ids(
+            ids[order], alpha, salt, n_jobs=self.n_jobs, chunk_size=self.chunk_size
+        )
+        try:
+            double = pending_double.result()
+        except BaseException:
+            pending_blinded.cancel()
+            raise
+        blinded = pending_blinded.result()
         reply = channel.request("match", {"blinded": blinded, "double": double})
 
         if reveal_to == "bank":
