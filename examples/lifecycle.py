@@ -93,7 +93,9 @@ def run_cycle(
     # --- month 0: champion on the development vintage -------------------------------------
     registry_dir = out / "registry"
     params = dict(model_params or MODEL_PARAMS)
-    champ = train_champion(registry_dir, session, kind="secureboost", params=params)
+    champ = train_champion(
+        registry_dir, session, kind="secureboost", params=params, salt="lifecycle-example"
+    )
     log(f"champion {champ['version']}: holdout AUC {champ['metrics']['holdout']['auc']:.4f}")
     model = registry_dir  # monitor_book loads the champion from the registry
     policy = PreAuthorizationPolicy()

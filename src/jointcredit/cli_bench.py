@@ -83,7 +83,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         backend=args.backend,
         progress=stderr_progress,
     )
-    command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+    argv = getattr(args, "command_line", None) or [Path(sys.argv[0]).name, *sys.argv[1:]]
+    command = " ".join(shlex.quote(str(a)) for a in argv)
     results = run(names, ctx, command=command, write_plots=not args.no_plots)
     for name, suite in results["suites"].items():
         recs = suite.get("records", [])
@@ -139,6 +140,8 @@ def bench_main(argv: list[str] | None = None) -> int:
     )
     _add_bench_args(parser)
     args = parser.parse_args(argv)
+    if argv is not None:
+        args.command_line = ["benchmarks/run_all.py", *argv]
     try:
         return cmd_bench(args)
     except JointCreditError as exc:

@@ -318,8 +318,25 @@ def run_model(
     result = dict(result)
     result["wall_seconds_with_evaluation"] = wall
     result["memory"] = mem.as_dict()
-    result["effective_params"] = dict(result.get("params") or kwargs)
+    result["effective_params"] = dict(result.get("params") or _full_params(module, spec, kwargs))
     return result
+
+
+def _full_params(module: Any, spec: ModelSpec, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Every hyper-parameter the estimator ran with, defaults included (for the record)."""
+    cls_name = {"logistic": "HeteroLogisticRegression", "scorecard": "HeteroScorecard"}.get(
+        spec.name
+    )
+    cls = getattr(module, cls_name, None) if cls_name else None
+    if cls is None:
+        return dict(kwargs)
+    hyper = {k: v for k, v in kwargs.items() if k != "model"}
+    try:
+        est = cls(**hyper)
+    except Exception:  # noqa: BLE001 - the record then holds what was passed
+        return dict(kwargs)
+    full = {k: v for k, v in vars(est).items() if not k.startswith("_") and not k.endswith("_")}
+    return {**full, "model": spec.name}
 
 
 def _iterations(res: dict[str, Any], params: dict[str, Any]) -> int | None:
@@ -833,7 +850,7 @@ def _prim_psi(ctx: BenchContext, q: bool, reps: int) -> list[dict[str, Any]]:
     lib["share_of_primitive"] = lib["ops_per_s"] / prim["ops_per_s"]
     out.append(_prim("psi_reblind_1core", "psi", "jointcredit.psi.reblind, one core", **lib))
 
-    n_ids = 5_000 if q else 200_000
+    n_ids = 3_000 if q else 200_000
     rng = np.random.default_rng(ctx.seed)
     codes = np.array(generate_uscc(rng, int(n_ids * 1.5)), dtype=object)
     shared = n_ids // 2
@@ -846,7 +863,7 @@ def _prim_psi(ctx: BenchContext, q: bool, reps: int) -> list[dict[str, Any]]:
     center = table(np.concatenate([codes[:shared], codes[n_ids:]]))
     times = []
     summary: dict[str, Any] = {}
-    for _ in range(min(reps, 3) if n_ids < 100_000 else 1):
+    for _ in range(1 if q or n_ids >= 100_000 else 3):
         session = JointSession.in_process(bank, center)
         start = time.perf_counter()
         session.align()
@@ -892,6 +909,7 @@ def _prim_paillier(ctx: BenchContext, q: bool, reps: int) -> list[dict[str, Any]
     with FastEncryptor(pub, n_jobs=1) as enc:
         fast = _rate(lambda: enc.encrypt_ints(vals), n_fast, reps)
         check = enc.encrypt_ints(vals[:5])
+        cts = enc.encrypt_ints([int(v) for v in rng.integers(0, 2**40, 1_000)])
     fast["speedup_vs_phe"] = fast["ops_per_s"] / phe["ops_per_s"]
     fast["decrypts_correctly"] = priv.decrypt_ints(check) == vals[:5]
     out.append(_prim("paillier2048_encrypt_fast_public_1core", "paillier",
@@ -909,8 +927,6 @@ def _prim_paillier(ctx: BenchContext, q: bool, reps: int) -> list[dict[str, Any]
     par["speedup_vs_phe"] = par["ops_per_s"] / phe["ops_per_s"]
     out.append(_prim("paillier2048_encrypt_fast_crt_2proc", "paillier",
                      "fast path with CRT, 2 worker processes (what SecureBoost's bank uses)", **par))  # fmt: skip
-
-    cts = FastEncryptor(pub, n_jobs=1).encrypt_ints([int(v) for v in rng.integers(0, 2**40, 1_000)])
 
     def adds() -> None:
         acc = cts[0]
@@ -975,7 +991,7 @@ def _prim_ckks(ctx: BenchContext, q: bool, reps: int) -> list[dict[str, Any]]:
 def _prim_scoring(ctx: BenchContext, q: bool, reps: int) -> list[dict[str, Any]]:
     """Joint scoring throughput of each model type that can score (rows per second)."""
     out = []
-    n_rows = 2_000 if q else 12_000
+    n_rows = 1_000 if q else 12_000
     ds = synthetic_dataset(
         n_enterprises=int(n_rows * 1.25), n_bank_customers=n_rows, overlap=1.0, seed=ctx.seed
     )

@@ -119,12 +119,16 @@ class DriftSpec:
     bank flows and balances. ``*_hazard``: added to the logit of the monthly default hazard.
     """
 
-    macro_operating: float = -0.10
+    macro_operating: float = -0.12
     exposed_operating: float = -0.35
-    macro_bank: float = -0.08
+    macro_bank: float = -0.10
     exposed_bank: float = -0.35
     macro_hazard: float = 0.15
-    exposed_hazard: float = 2.2
+    exposed_hazard: float = 2.5
+    #: Who is exposed: industry sections (codes 0..19) and/or government-procurement suppliers
+    #: (``procurement_wins_3y >= exposed_min_procurement_wins``; None: not a criterion).
+    exposed_industries: tuple[int, ...] = EXPOSED_INDUSTRIES
+    exposed_min_procurement_wins: int | None = 1
 
 
 @dataclass
@@ -380,7 +384,12 @@ def make_sme_timeline(
     exposed = np.zeros(n, dtype=bool)
     wins = base.center["procurement_wins_3y"].to_numpy(dtype=np.float64)
     industry = base.center["industry_section"].to_numpy(dtype=np.float64)
-    exposed[center_rows] = (wins >= 1) | np.isin(industry, EXPOSED_INDUSTRIES)
+    by_wins = (
+        np.zeros(wins.shape, dtype=bool)
+        if spec.exposed_min_procurement_wins is None
+        else wins >= spec.exposed_min_procurement_wins
+    )
+    exposed[center_rows] = by_wins | np.isin(industry, spec.exposed_industries)
     outside = ~np.isin(np.arange(n), center_rows)
     exposed[outside] = rng_default.random(int(outside.sum())) < exposed[center_rows].mean()
 

@@ -256,10 +256,18 @@ def ensure_secret(path: Path) -> Path:
 class ManagedProcess:
     """A child process in its own process group, logged to a file, stopped by group."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        pid_file: Path | None = None,
+    ) -> None:
         self.name = name
         self.argv = argv
         self.log_path = log_path
+        self.pid_file = pid_file
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         self.proc = subprocess.Popen(
@@ -270,6 +278,10 @@ class ManagedProcess:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        if pid_file is not None:
+            # Lets an operator (or a test) stop the process group after a hard kill of ours.
+            pid_file.parent.mkdir(parents=True, exist_ok=True)
+            pid_file.write_text(f"{self.proc.pid}\n")
         _log.info("started %s (pid %s): %s", name, self.proc.pid, " ".join(argv))
 
     @property
@@ -298,6 +310,8 @@ class ManagedProcess:
             # The leader is gone; make sure nothing it started lingers in its group.
             self._signal(signal.SIGKILL)
         self._log.close()
+        if self.pid_file is not None:
+            self.pid_file.unlink(missing_ok=True)
 
     def _signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -360,6 +374,73 @@ def run_flwr(args: list[str], flwr_home: Path, timeout: float = 120.0) -> dict:
         detail = (result.get("error-message") or done.stderr or done.stdout).strip()
         raise DeploymentError(f"flwr {' '.join(args[:2])} failed: {detail[-800:]}")
     return result
+
+
+def control_client(address: str, ca_cert: Path) -> Any:
+    """A client for the SuperLink's Control API (what the ``flwr`` CLI uses), in process."""
+    from flwr.cli.cli_client_interceptor import CliClientHttpInterceptor
+    from flwr.supercore.control import ControlHttpClient
+    from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+
+    from jointcredit.federation.worker import retry_invoker
+
+    return ControlHttpClient.from_server_address(
+        server_address=address,
+        insecure=False,
+        root_certificates=Path(ca_cert).read_bytes(),
+        interceptors=[
+            CliClientHttpInterceptor(),
+            RuntimeVersionHttpInterceptor(component_name="flwr CLI"),
+        ],
+        retry_invoker=retry_invoker(10.0),
+    )
+
+
+def authorise_node(address: str, ca_cert: Path, pem: str, name: str) -> int:
+    """Register a node's public key with the SuperLink (``flwr supernode register``); its id."""
+    import httpx
+    from flwr.proto.control_pb2 import RegisterNodeRequest
+
+    client = control_client(address, ca_cert)
+    try:
+        res = client.RegisterNode(RegisterNodeRequest(public_key=pem.encode(), name=name))
+    except httpx.HTTPError as exc:
+        raise DeploymentError(
+            f"the SuperLink at {address} refused to register {name!r}: {exc}"
+        ) from exc
+    finally:
+        client.close()
+    if not res.node_id:
+        raise DeploymentError(f"the SuperLink at {address} did not register {name!r}")
+    return int(res.node_id)
+
+
+def withdraw_node(address: str, ca_cert: Path, node_id: int) -> None:
+    import httpx
+    from flwr.proto.control_pb2 import UnregisterNodeRequest
+
+    client = control_client(address, ca_cert)
+    try:
+        client.UnregisterNode(UnregisterNodeRequest(node_id=node_id))
+    except httpx.HTTPError as exc:
+        raise DeploymentError(
+            f"the SuperLink at {address} refused to unregister node {node_id}: {exc}"
+        ) from exc
+    finally:
+        client.close()
+
+
+def superlink_reachable(address: str, ca_cert: Path) -> bool:
+    host, port = address.rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(ca_cert))
+    try:
+        with (
+            socket.create_connection((host, int(port)), timeout=2.0) as sock,
+            context.wrap_socket(sock, server_hostname=host),
+        ):
+            return True
+    except (OSError, ssl.SSLError):
+        return False
 
 
 # --- the credit center -----------------------------------------------------------------------
@@ -430,8 +511,10 @@ class CenterDeployment:
         self.run_id: int | None = None
         self.service: Any = None
         self.worker: Any = None
+        self.tls: TLSFiles | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._supervisor: threading.Thread | None = None
 
     def __enter__(self) -> CenterDeployment:
         try:
@@ -526,7 +609,7 @@ class CenterDeployment:
             "--isolation", "process",
             "--superexec-auth-secret-file", str(secret_file),
             "--disable-runtime-dependency-installation",
-            "--database", str(self.flwr_home / "state.db"),
+            "--database", ":flwr-in-memory:",
             "--host", s.host,
             "--port", str(s.port),
         ]  # fmt: skip
@@ -535,28 +618,65 @@ class CenterDeployment:
             argv,
             flower_env(self.flwr_home),
             self.workdir / "logs" / "superlink.log",
+            pid_file=self.workdir / "run" / "superlink.pid",
         )
         host, port = self.address.rsplit(":", 1)
         wait_tls_ready(host, int(port), tls.ca_cert, 60.0, self.superlink)
+        self.tls = tls
+        self.sync_registrations()
+        self.worker = ServerAppWorker(
+            self.address,
+            lambda grid, context, stop: self.service.serve(grid, stop),
+            accept_run=lambda candidate: candidate == self.run_id,
+            secret=secret_file.read_bytes(),
+            root_certificates=tls.ca_cert.read_bytes(),
+        )
+        self._start_run()
+        self._thread = threading.Thread(
+            target=self.worker.serve, args=(self._stop,), name="center-worker", daemon=True
+        )
+        self._thread.start()
+        self._supervisor = threading.Thread(
+            target=self._supervise, name="center-supervisor", daemon=True
+        )
+        self._supervisor.start()
+        _log.info("credit center serving on %s (run %s)", self.address, self.run_id)
+        return self
+
+    def _start_run(self) -> None:
         run = run_flwr(["run", str(self.flwr_home / "app"), CONNECTION], self.flwr_home)
         self.run_id = int(run["run-id"])
         _write_json(
             self.workdir / "run" / "service.json", {"run_id": self.run_id, "pid": os.getpid()}
         )
-        run_id = self.run_id
-        self.worker = ServerAppWorker(
-            self.address,
-            lambda grid, context: self.service.serve(grid, self._stop),
-            accept_run=lambda candidate: candidate == run_id,
-            secret=secret_file.read_bytes(),
-            root_certificates=tls.ca_cert.read_bytes(),
-        )
-        self._thread = threading.Thread(
-            target=self.worker.serve, args=(self._stop,), name="center-worker", daemon=True
-        )
-        self._thread.start()
-        _log.info("credit center serving on %s (run %s)", self.address, self.run_id)
-        return self
+
+    def _supervise(self) -> None:
+        # If the service run ends under us (e.g. someone with access to the SuperLink's
+        # control API ran `flwr stop`), start a fresh one: banks keep being served.
+        while not self._stop.wait(1.0):
+            if self.worker.run_ended.is_set():
+                self.worker.run_ended.clear()
+                try:
+                    self._start_run()
+                    _log.warning("service run restarted as run %s", self.run_id)
+                except DeploymentError as exc:
+                    _log.error("could not restart the service run: %s", exc)
+
+    def sync_registrations(self) -> None:
+        """Authorise every bank of ``banks.json`` at the (fresh, in-memory) SuperLink.
+
+        The SuperLink keeps no state across restarts by design; ``banks.json`` is the registry
+        of record, and node ids are re-issued at every start.
+        """
+        from jointcredit.federation.server_app import BankDirectory, BankRecord
+
+        assert self.tls is not None
+        directory = BankDirectory(self.workdir)
+        banks = directory.load()
+        for name, record in banks.items():
+            node_id = authorise_node(self.address, self.tls.ca_cert, record.public_key_pem, name)
+            banks[name] = BankRecord(name, node_id, record.public_key_pem)
+        directory.save(banks)
 
     def stop(self) -> None:
         self._stop.set()
@@ -567,21 +687,24 @@ class CenterDeployment:
 
 
 def register_bank(workdir: str | os.PathLike, public_key_file: str | os.PathLike, name: str) -> Any:
-    """Authorise a bank's node key at the running SuperLink and record it under ``name``."""
+    """Authorise a bank's node key under ``name``: recorded in ``banks.json`` and, if the center
+    is running, registered with its SuperLink at once (otherwise at the next ``serve``)."""
     from jointcredit.federation.server_app import BankDirectory, BankRecord, check_bank_name
 
     workdir = Path(workdir).resolve()
     check_bank_name(name)
     directory = BankDirectory(workdir)
-    if name in directory.load():
+    banks = directory.load()
+    if name in banks:
         raise DataValidationError("name", f"bank {name!r} is already registered")
     pem = public_key_pem(public_key_file)
-    _read_json(workdir / "center.json", "run `jointcredit serve` first")
-    result = run_flwr(
-        ["supernode", "register", str(Path(public_key_file).resolve()), CONNECTION, "--name", name],
-        workdir / "flwr",
-    )
-    record = BankRecord(name, int(result["node-id"]), pem)
+    if any(_normalise(b.public_key_pem) == _normalise(pem) for b in banks.values()):
+        raise DataValidationError("public_key", "this key is already registered to another bank")
+    center = _read_json(workdir / "center.json", "run `jointcredit serve` once to create it")
+    node_id = 0
+    if superlink_reachable(center["address"], Path(center["ca_cert"])):
+        node_id = authorise_node(center["address"], Path(center["ca_cert"]), pem, name)
+    record = BankRecord(name, node_id, pem)
     directory.add(record)
     from jointcredit.scoring.audit import AuditLog
 
@@ -597,8 +720,14 @@ def unregister_bank(workdir: str | os.PathLike, name: str) -> Any:
 
     workdir = Path(workdir).resolve()
     record = BankDirectory(workdir).remove(name)
-    run_flwr(["supernode", "unregister", str(record.node_id), CONNECTION], workdir / "flwr")
+    center = _read_json(workdir / "center.json", "run `jointcredit serve` once to create it")
+    if record.node_id and superlink_reachable(center["address"], Path(center["ca_cert"])):
+        withdraw_node(center["address"], Path(center["ca_cert"]), record.node_id)
     return record
+
+
+def _normalise(pem: str) -> str:
+    return "".join(pem.split())
 
 
 # --- a bank ----------------------------------------------------------------------------------
@@ -689,6 +818,7 @@ class BankDeployment:
             argv,
             flower_env(self.workdir / "flwr"),
             self.workdir / "logs" / "supernode.log",
+            pid_file=self.workdir / "run" / "supernode.pid",
         )
         wait_port("127.0.0.1", runtime_port, 60.0, self.supernode)
         if s.isolation == "process":

@@ -85,6 +85,7 @@ def install(module: Any, pacer: _Pacer | None = None) -> bool:
     proxy = types.ModuleType("time")
     proxy.__dict__.update({k: v for k, v in vars(_time).items() if not k.startswith("__")})
     proxy.sleep = lambda seconds: _time.sleep(pacer.duration(seconds))  # type: ignore[attr-defined]
+
     def pull_objects_promptly(*args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("initial_backoff", OBJECT_BACKOFF)
         kwargs.setdefault("backoff_cap", OBJECT_BACKOFF_CAP)

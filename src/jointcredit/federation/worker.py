@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import httpx
 from flwr.app import Context, Error, Message
@@ -39,10 +40,11 @@ from flwr.proto.runtime_pb2 import (
     PullAppMessagesRequest,
     PullTaskInputRequest,
     PushTaskOutputRequest,
+    SendTaskHeartbeatRequest,
 )
 from flwr.serverapp import Grid
 from flwr.supercore.constant import TaskType
-from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.heartbeat import HeartbeatSender
 from flwr.supercore.inflatable.inflatable_object import iterate_object_tree
 from flwr.supercore.inflatable.inflatable_protobuf_utils import (
     make_confirm_message_received_fn_protobuf,
@@ -59,7 +61,7 @@ from flwr.supercore.interceptors import (
     RuntimeVersionHttpInterceptor,
     SuperExecAuthHttpInterceptor,
 )
-from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.retry import RetryInvoker, exponential
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supercore.task_identity import TaskIdentity
 from flwr.superlink.grid import HttpGrid
@@ -74,6 +76,41 @@ _INITIAL_BACKOFF = 0.005
 _BACKOFF_CAP = 0.2
 
 _log = logging.getLogger(__name__)
+
+
+def retry_invoker(max_time: float = 30.0) -> RetryInvoker:
+    """Retry transient HTTP failures for up to ``max_time`` seconds, then raise.
+
+    Flower's own invoker retries forever and answers HTTP 401 by sending SIGINT to its own
+    process - right for a one-task ``flwr-clientapp``, fatal for a long-lived service that
+    serves many banks. Here a failure becomes an exception the caller handles.
+    """
+    return RetryInvoker(
+        wait_gen_factory=lambda: exponential(max_delay=2.0),
+        recoverable_exceptions=(httpx.TransportError,),
+        max_tries=None,
+        max_time=max_time,
+    )
+
+
+def _heartbeat_fn(client: RuntimeHttpClient, lost: threading.Event) -> Callable[[], bool]:
+    """Task heartbeat that flags ``lost`` when the SuperLink says the run ended (no SIGINT)."""
+
+    def beat() -> bool:
+        try:
+            res = client.SendTaskHeartbeat(SendTaskHeartbeatRequest())
+        except httpx.TransportError:
+            return False
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code >= 500:
+                return False
+            lost.set()
+            return True
+        if not res.success:
+            lost.set()
+        return True
+
+    return beat
 
 
 def _client(
@@ -96,7 +133,7 @@ def _client(
         insecure=root_certificates is None,
         root_certificates=root_certificates,
         interceptors=interceptors,
-        retry_invoker=make_simple_http_retry_invoker(),
+        retry_invoker=retry_invoker(),
     )
 
 
@@ -264,7 +301,12 @@ def _pull_client_input(client: RuntimeHttpClient) -> tuple[Message, Context]:
 
 
 class FastPullGrid(HttpGrid):
-    """Flower's HTTP Grid, pulling reply objects with a short back-off (see module doc)."""
+    """Flower's HTTP Grid, pulling reply objects with a short back-off (see module doc), and
+    raising on a lost connection instead of signalling its own process."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._retry_invoker = retry_invoker()
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
         run_id = self.run.run_id
@@ -302,14 +344,15 @@ class ServerAppWorker:
     """Runs the credit center's ServerApp for the operator's own run, in this process.
 
     ``accept_run(run_id)`` decides which run is the operator's; tasks of every other run are
-    marked failed without loading anything from their FAB. ``main(grid, context)`` runs until
-    it returns (the service loop ends when ``stop`` is set).
+    marked failed without loading anything from their FAB. ``main(grid, context, stop)`` runs
+    until it returns; its ``stop`` is set when the worker is stopped or the run ends under it
+    (e.g. someone ran ``flwr stop``), after which :attr:`run_ended` is set.
     """
 
     def __init__(
         self,
         runtime_address: str,
-        main: Callable[[Grid, Context], None],
+        main: Callable[[Grid, Context, Any], None],
         accept_run: Callable[[int], bool],
         *,
         secret: bytes | None,
@@ -326,6 +369,8 @@ class ServerAppWorker:
         self.poll = poll
         self.refused: list[int] = []
         self.served: list[int] = []
+        #: Set when the run being served ended under us (stopped, or its task was lost).
+        self.run_ended = threading.Event()
 
     def serve(self, stop: threading.Event) -> None:
         acquirer = _Acquirer(
@@ -377,7 +422,8 @@ class ServerAppWorker:
             root_certificates=self.root_certificates,
             token=token,
         )
-        heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+        lost = threading.Event()
+        heartbeat = HeartbeatSender(_heartbeat_fn(client, lost))
         context: Context | None = None
         status, details = SubStatus.FAILED, "ServerApp failed"
         try:
@@ -392,7 +438,7 @@ class ServerAppWorker:
                 context.run_config = dict(self.run_config)
             grid.set_run(run_from_proto(res.run))
             self.served.append(run_id)
-            self.main(grid, context)
+            self.main(grid, context, _AnyEvent(stop, lost))
             status, details = SubStatus.COMPLETED, ""
         except Exception as exc:  # noqa: BLE001 - logged; the task is reported failed
             _log.exception("ServerApp failed")
@@ -403,7 +449,27 @@ class ServerAppWorker:
             _push_output(client, None, status, details)
             grid.close()
             client.close()
-        del context
+            if not stop.is_set():
+                _log.warning("run %s ended while serving", run_id)
+                self.run_ended.set()
+
+
+class _AnyEvent:
+    """Looks like a threading.Event that is set when any of its events is set."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        self._events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self._events)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -585,11 +586,22 @@ class HistogramEngine:
             return
         k = len(self._conns)
         self._shards = [(n * i // k, n * (i + 1) // k) for i in range(k)]
-        for conn, (lo, hi) in zip(self._conns, self._shards, strict=True):
-            mod = None if self.mod is None else int(self.mod)
-            conn.send(("tree", mod, blob[lo * width : hi * width], width, bins[lo:hi]))
-        for conn in self._conns:
-            self._ask(conn)
+        try:
+            for conn, (lo, hi) in zip(self._conns, self._shards, strict=True):
+                mod = None if self.mod is None else int(self.mod)
+                conn.send(("tree", mod, blob[lo * width : hi * width], width, bins[lo:hi]))
+            for conn in self._conns:
+                self._ask(conn)
+        except (EOFError, OSError) as exc:
+            # workers died (typically: a script without an ``if __name__ == "__main__":``
+            # guard, re-imported by the forkserver); the same work runs in-process instead
+            warnings.warn(
+                f"histogram workers unavailable ({type(exc).__name__}); continuing in-process",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self.close()
+            self._shards = [(0, n)]
 
     def build(
         self, nodes: Sequence[np.ndarray], n_slots: np.ndarray, skips: Sequence[np.ndarray]

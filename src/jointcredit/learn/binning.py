@@ -646,6 +646,7 @@ class FederatedBinning:
         )
         mark = session.transcript.mark()
         session.run(side)
+        side = getattr(getattr(session, "endpoint", None), "sides", {}).get(PROTOCOL, side)
         if side.state != "done":
             raise ProtocolError("binning: the protocol ended before the counts arrived")
         self.model_id_ = side.model_id

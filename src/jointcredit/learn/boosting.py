@@ -623,6 +623,8 @@ class SecureBoostCenter:
                 if nxt["stop"]:
                     n_trees = check_positive_int("n_trees", nxt.get("n_trees"), minimum=0)
                     break
+                if tree_index >= int(job["n_estimators"]):
+                    raise ProtocolError(f"next: tree {tree_index} exceeds n_estimators")
                 payload, carry = self._grow_tree(channel, tree_index, nxt, carry)
                 tree_index += 1
         finally:
@@ -1053,10 +1055,9 @@ class SecureBoostBank:
             sample = np.sort(self.rng.choice(n, size=min(k, n), replace=False))
         else:
             sample = np.arange(n)
-        k_feat = max(1, round(p.colsample_bytree * len(self.feature_names)))
-        self.tree_feats = np.sort(
-            self.rng.choice(len(self.feature_names), size=k_feat, replace=False)
-        )
+        n_feat = len(self.feature_names)
+        k_feat = max(1, round(p.colsample_bytree * n_feat)) if n_feat else 0
+        self.tree_feats = np.sort(self.rng.choice(n_feat, size=k_feat, replace=False))
         self.sample = sample
         self.weights = w
         self.in_sample = np.zeros(self.F.size, dtype=bool)

@@ -151,6 +151,14 @@ def _zero_sum(n: int, bound: float) -> np.ndarray:
     return m - m.mean()
 
 
+def _gaussian(n: int, std: float) -> np.ndarray:
+    # Box-Muller on OS randomness: flooding noise must not come from a predictable PRNG
+    u = np.frombuffer(os.urandom(16 * n), dtype=np.uint64).reshape(2, n) >> np.uint64(11)
+    u1 = (u[0].astype(np.float64) + 1.0) * 2.0**-53
+    u2 = u[1].astype(np.float64) * 2.0**-53
+    return std * np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
 def _rand_int(bits: int) -> int:
     return int.from_bytes(os.urandom((bits + 7) // 8), "big") >> (-bits % 8)
 
@@ -356,11 +364,21 @@ class _CkksCenter:
         return acc
 
     def _finish(self, chunks: list[Any], mask: np.ndarray) -> Any:
+        """Sum chunks, then add a *fresh encryption* of mask + flooding noise.
+
+        The fresh encryption re-randomizes the result: without it the ciphertext would be a
+        deterministic function of the bank's own ciphertexts and the center's plaintexts, from
+        which the key holder could solve for those plaintexts (not just read the slots). Folding
+        the mask into that one encryption saves a plaintext encode and addition per result.
+        """
+        import tenseal as ts
+
         total = chunks[0]
         for c in chunks[1:]:
             total = total + c
-        total = total + mask.tolist()
-        return self.peer.rerandomize([total], noise_std=self.noise_std)[0]
+        noise = _gaussian(self.slots, self.noise_std) if self.noise_std > 0 else 0.0
+        scale = total.ciphertext()[0].scale
+        return total + ts.ckks_vector(self.peer.context, (mask + noise).tolist(), scale=scale)
 
     def center_gradient(self, r: list[Any], X: np.ndarray) -> tuple[bytes, np.ndarray]:
         chunks = len(r)
@@ -1282,7 +1300,9 @@ class HeteroLRBank:
         # decrypt everything before touching any state: a malformed step leaves it unchanged
         loss = self._open_validation(payload["validation"], expects_validation)
         masked = self.crypto.open_masked(payload["center_gradient"], len(self.center_feature_names))
-        grad_x, grad_0 = self.crypto.open_bank_gradient(payload["bank_gradient"], self._matrix(rows))
+        grad_x, grad_0 = self.crypto.open_bank_gradient(
+            payload["bank_gradient"], self._matrix(rows)
+        )
         if loss is not None and self._record_validation(loss):
             return self._stop_reply()
         g = np.concatenate([[grad_0], grad_x]) / rows.size
@@ -1299,7 +1319,9 @@ class HeteroLRBank:
             "best_epoch": None,
             "masked": list(masked) if self.backend == "paillier" else np.asarray(masked),
             "coeffs": None if finished else self._coeffs(self.batches[self.batch]),
-            "validation_coeffs": self._validation_coeffs() if last and self.val is not None else None,
+            "validation_coeffs": self._validation_coeffs()
+            if last and self.val is not None
+            else None,
         }
 
     def _open_validation(self, wire: Any, expected: bool) -> float | None:
@@ -1532,6 +1554,17 @@ registry.register(
 )
 
 
+def _current(session: Any, side: Any) -> Any:
+    """The bank half as the endpoint holds it after the run.
+
+    A deployment may persist and reload the bank's half between messages, so the object the
+    estimator built is not necessarily the one that saw the last message.
+    """
+    endpoint = getattr(session, "endpoint", None)
+    sides = getattr(endpoint, "sides", {})
+    return sides.get(side.protocol, side)
+
+
 # --------------------------------------------------------------------------------------------
 # the bank-facing estimators
 # --------------------------------------------------------------------------------------------
@@ -1634,6 +1667,7 @@ class HeteroLogisticRegression:
         start = time.perf_counter()
         session.run(side)
         seconds = time.perf_counter() - start
+        side = _current(session, side)
         if side.state != "done":
             raise ProtocolError("hetero_lr: the protocol ended before the report")
         stats = session.transcript.since(mark).summary()
@@ -1697,6 +1731,7 @@ class HeteroLogisticRegression:
             crypto_options={"n_jobs": self.n_jobs},
         )
         session.run(side)
+        side = _current(session, side)
         if side.scores is None:
             raise ProtocolError("hetero_lr_predict: no scores came back")
         return side.scores

@@ -44,6 +44,10 @@ SECTIONS = (
 
 #: What each protocol shows each party (semi-honest model); see docs/protocols/*.md.
 PROTOCOL_VIEWS: dict[str, dict[str, list[str]]] = {
+    "session": {
+        "center": ["the bank's ephemeral X25519 public key and session parameters"],
+        "bank": ["the center's ephemeral X25519 public key and session parameters"],
+    },
     "psi": {
         "center": [
             "the bank's set size and the intersection (reveal_to='both')",

@@ -1,0 +1,600 @@
+"""The Flower layer without a SuperLink: records, transport errors, the bank relay and runner,
+and the credit center's service driving real jobs over an in-process loopback grid.
+
+The loopback grid serialises every message with Flower's own object encoding (deflate and
+inflate, as the SuperLink stores them) and hands it to the bank's real ClientApp in a thread,
+so everything but the HTTP hops runs as in a deployment: envelopes, the relay's Unix socket,
+the job runner, the center's polling and job threads. The real multi-process deployment is in
+test_deployment.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    Metadata,
+    RecordDict,
+)
+from flwr.app.message import make_message
+from flwr.common.constant import ErrorCode
+from flwr.serverapp import Grid
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
+
+from jointcredit.data import load_party_table, make_sme_data
+from jointcredit.errors import (
+    DataValidationError,
+    DeploymentError,
+    MalformedMessageError,
+    PartyUnavailableError,
+    RemotePartyError,
+)
+from jointcredit.federation import bank as bank_mod
+from jointcredit.federation import client_app, deploy, fastnode, jobs, transport
+from jointcredit.federation.server_app import (
+    BankDirectory,
+    BankRecord,
+    CenterService,
+    ServiceConfig,
+)
+from jointcredit.protocol import codec
+from jointcredit.protocol.envelope import Envelope
+from jointcredit.session import JointSession
+
+# --- a loopback grid -------------------------------------------------------------------------
+
+
+def _new_message(content: RecordDict, node_id: int, message_type: str, message_id: str = "") -> Message:
+    """An instruction message, without Flower's process-global task identity."""
+    metadata = Metadata(
+        run_id=7,
+        message_id=message_id,
+        src_node_id=1,
+        dst_node_id=node_id,
+        reply_to_message_id="",
+        group_id="",
+        created_at=time.time(),
+        ttl=60.0,
+        message_type=message_type,
+    )
+    return make_message(metadata=metadata, content=content)
+
+
+def _through_flower(message: Message) -> Message:
+    """The message as the other side would see it after Flower stored and delivered it."""
+    message.metadata.__dict__["_message_id"] = message.object_id
+    contents = {oid: obj.deflate() for oid, obj in get_all_nested_objects(message).items()}
+    copy = inflate_object_from_contents(message.object_id, contents)
+    copy.metadata.__dict__["_message_id"] = message.object_id
+    return copy
+
+
+class LoopbackGrid(Grid):
+    """Delivers pushed messages to in-process ClientApps, one thread per message.
+
+    ``tamper(node_id, message_type, blob) -> blob`` may rewrite a request on the way;
+    ``silent`` holds node ids that stop answering (a bank that disconnected).
+    """
+
+    def __init__(self) -> None:
+        self.nodes: dict[int, tuple[Context, str]] = {}
+        self.replies: dict[str, Message] = {}
+        self.lock = threading.Lock()
+        self.tamper = None
+        self.silent: set[int] = set()
+        self.delivered: list[tuple[int, str]] = []
+        self._run = SimpleNamespace(run_id=7)
+
+    def add_node(self, node_id: int, workdir: Path, public_key_pem: str) -> None:
+        context = Context(
+            run_id=7,
+            node_id=node_id,
+            node_config={"data-path": str(workdir)},
+            state=RecordDict(),
+            run_config={},
+        )
+        self.nodes[node_id] = (context, public_key_pem)
+
+    # Grid API
+    def set_run(self, run) -> None:  # noqa: ANN001
+        self._run = run
+
+    @property
+    def run(self):  # noqa: ANN201
+        return self._run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # noqa: ANN001, ANN201
+        raise NotImplementedError
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.nodes)
+
+    def get_nodes(self) -> list:
+        return [
+            SimpleNamespace(node_id=nid, public_key=pem.encode())
+            for nid, (_, pem) in self.nodes.items()
+        ]
+
+    def push_messages(self, messages) -> list[str]:  # noqa: ANN001
+        ids = []
+        for message in messages:
+            delivered = _through_flower(message)
+            ids.append(delivered.metadata.message_id)
+            threading.Thread(target=self._deliver, args=(delivered,), daemon=True).start()
+        return ids
+
+    def _deliver(self, message: Message) -> None:
+        node_id = message.metadata.dst_node_id
+        if node_id in self.silent or node_id not in self.nodes:
+            return
+        message_type = message.metadata.message_type
+        if self.tamper is not None:
+            blob = transport.message_blob(message)
+            changed = self.tamper(node_id, message_type, blob)
+            if changed != blob:
+                message = _new_message(
+                    transport.blob_content(changed), node_id, message_type, message.metadata.message_id
+                )
+        with self.lock:
+            self.delivered.append((node_id, message_type))
+        reply = client_app.app(message, self.nodes[node_id][0])
+        if node_id in self.silent:
+            return
+        reply = _through_flower(reply)
+        with self.lock:
+            self.replies[message.metadata.message_id] = reply
+
+    def pull_messages(self, message_ids) -> list[Message]:  # noqa: ANN001
+        with self.lock:
+            return [self.replies.pop(i) for i in list(message_ids) if i in self.replies]
+
+    def send_and_receive(self, messages, *, timeout=None):  # noqa: ANN001, ANN201
+        raise NotImplementedError
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tables():
+    data = make_sme_data(n_enterprises=800, n_bank_customers=200, overlap=0.8, seed=11)
+    other = make_sme_data(n_enterprises=800, n_bank_customers=150, overlap=0.6, seed=11)
+    center = load_party_table(data.center)
+    bank_a = load_party_table(data.bank, label_col=data.label_col)
+    # Bank B: other customers of the same city (same seed, so the same center) plus strangers.
+    bank_b = load_party_table(other.bank.sample(frac=1.0, random_state=5), label_col=data.label_col)
+    return center, bank_a, bank_b
+
+
+def _pem() -> str:
+    key = ec.generate_private_key(ec.SECP384R1()).public_key()
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+class Federation:
+    """A center service and banks over a loopback grid, all in this process."""
+
+    def __init__(self, tmp: Path, center_table, banks: dict, **config) -> None:
+        # Unix socket paths must stay short: work in a short temporary directory.
+        self.root = tmp
+        self.grid = LoopbackGrid()
+        self.center_dir = tmp / "c"
+        directory = BankDirectory(self.center_dir)
+        self.bank_dirs = {}
+        for i, name in enumerate(banks, start=101):
+            workdir = tmp / name
+            workdir.mkdir(parents=True)
+            pem = _pem()
+            directory.add(BankRecord(name, i, pem))
+            self.grid.add_node(i, workdir, pem)
+            self.bank_dirs[name] = workdir
+        self.tables = banks
+        defaults = {"hold": 0.3, "step_timeout": 20.0, "poll_backoff": 0.2}
+        defaults.update(config)
+        self.service = CenterService(
+            ServiceConfig(workdir=self.center_dir, data=Path("unused.csv"), **defaults),
+            table=center_table,
+        )
+        self.stop = threading.Event()
+        self.thread = threading.Thread(
+            target=self.service.serve, args=(self.grid, self.stop), kwargs={"refresh": 0.05}
+        )
+        self.thread.start()
+
+    def run(self, name: str, kind: str, params: dict | None = None, **options) -> dict:
+        options.setdefault("start_timeout", 20.0)
+        options.setdefault("step_timeout", 20.0)
+        options.setdefault("finish_timeout", 5.0)
+        return jobs.run_bank_job(
+            self.bank_dirs[name], kind, params, table=self.tables[name], **options
+        )
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def short_tmp():
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="jcf"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# --- records and transport -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, 6 * 1024 * 1024 + 3])
+def test_blob_survives_flower_serialisation(size):
+    data = os.urandom(size)
+    grid = SimpleNamespace(run=SimpleNamespace(run_id=1))
+    sent = []
+    grid.push_messages = lambda messages: sent.extend(messages) or ["id"]
+    transport.push(grid, 5, transport.ENVELOPE, data, ttl=10.0)
+    delivered = _through_flower(sent[0])
+    assert delivered.metadata.dst_node_id == 5
+    assert delivered.metadata.message_type == transport.ENVELOPE
+    assert transport.message_blob(delivered) == data
+
+
+def test_malformed_records_are_rejected():
+    empty = _new_message(RecordDict({}), 1, "query.envelope")
+    with pytest.raises(MalformedMessageError, match="no jc/blob"):
+        transport.message_blob(empty)
+    floats = Array(dtype="float64", shape=(2,), stype="raw", data=b"\0" * 16)
+    wrong = _new_message(RecordDict({"jc": ArrayRecord({"blob": floats})}), 1, "query.envelope")
+    with pytest.raises(MalformedMessageError, match="raw bytes"):
+        transport.message_blob(wrong)
+
+
+def test_refusal_record_becomes_remote_party_error():
+    refusal = _new_message(
+        RecordDict({"jc_error": ConfigRecord({"type": "AuthenticationError", "message": "bad mac"})}),
+        1,
+        "query.envelope",
+    )
+    with pytest.raises(RemotePartyError) as info:
+        transport.message_blob(refusal)
+    assert info.value.remote_type == "AuthenticationError"
+    assert "bad mac" in info.value.remote_message
+
+
+class _StubGrid(SimpleNamespace):
+    def __init__(self, push_result, reply=None):
+        super().__init__(run=SimpleNamespace(run_id=1), pushed=[])
+        self.push_result, self.reply = push_result, reply
+
+    def push_messages(self, messages):
+        self.pushed.extend(messages)
+        return self.push_result
+
+    def pull_messages(self, ids):
+        if self.reply is None:
+            return []
+        return [self.reply(self.pushed[-1])]
+
+
+def test_unanswered_request_times_out_with_party_unavailable():
+    grid = _StubGrid(["m1"])
+    start = time.monotonic()
+    with pytest.raises(PartyUnavailableError, match="did not answer"):
+        transport.FlowerTransport(grid, 3, timeout=0.3).exchange(b"x")
+    assert time.monotonic() - start < 5
+    # The message lives a little longer than the wait, so a late reply is not lost silently.
+    assert grid.pushed[0].metadata.ttl > 0.3
+
+
+@pytest.mark.parametrize("result", [[], [None]])
+def test_push_refused_by_superlink_is_an_error(result):
+    with pytest.raises(PartyUnavailableError, match="did not accept"):
+        transport.FlowerTransport(_StubGrid(result), 3, timeout=1).exchange(b"x")
+
+
+def test_flower_error_replies_are_typed():
+    def offline(message):
+        return Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason="no heartbeat"), reply_to=message)
+
+    def crashed(message):
+        return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason="boom"), reply_to=message)
+
+    def with_id(fn):
+        def reply(message):
+            message.metadata.__dict__["_message_id"] = "m1"
+            out = fn(message)
+            return out
+
+        return reply
+
+    with pytest.raises(PartyUnavailableError, match="no heartbeat"):
+        transport.FlowerTransport(_StubGrid(["m1"], with_id(offline)), 3, timeout=2).exchange(b"x")
+    with pytest.raises(RemotePartyError, match="boom"):
+        transport.FlowerTransport(_StubGrid(["m1"], with_id(crashed)), 3, timeout=2).exchange(b"x")
+
+
+# --- the bank relay --------------------------------------------------------------------------
+
+
+def test_relay_without_a_job(short_tmp):
+    poll = codec.pack({"op": "poll", "hold": 0.0})
+    assert codec.unpack(bank_mod.relay(short_tmp, transport.CONTROL, poll)) == {"state": "idle"}
+    with pytest.raises(DeploymentError, match="no job is running"):
+        bank_mod.relay(short_tmp, transport.ENVELOPE, b"anything")
+    with pytest.raises(MalformedMessageError, match="hold"):
+        bank_mod.relay(short_tmp, transport.CONTROL, codec.pack({"op": "poll", "hold": 1e6}))
+
+
+def test_runner_refuses_a_client_without_the_key(short_tmp, tables):
+    from jointcredit.parties import BankParty
+
+    _, bank_a, _ = tables
+    with bank_mod.BankRunner(BankParty(bank_a), short_tmp, kind="echo"):
+        key_file = short_tmp / "run" / "bank.key"
+        assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+        key_file.write_bytes(b"wrong key wrong key wrong key !!")
+        poll = codec.pack({"op": "poll", "hold": 0.0})
+        with pytest.raises(DeploymentError, match="not reachable"):
+            bank_mod.relay(short_tmp, transport.CONTROL, poll)
+
+
+def test_second_job_in_same_workdir_is_refused(short_tmp, tables):
+    from jointcredit.parties import BankParty
+
+    _, bank_a, _ = tables
+    with bank_mod.BankRunner(BankParty(bank_a), short_tmp, kind="echo"):
+        with pytest.raises(DeploymentError, match="already running"):
+            bank_mod.BankRunner(BankParty(bank_a), short_tmp, kind="echo").start()
+
+
+def test_job_without_center_times_out(short_tmp, tables):
+    _, bank_a, _ = tables
+    summary = jobs.run_bank_job(short_tmp, "echo", {"rounds": 1}, table=bank_a, start_timeout=0.5)
+    assert summary["status"] == "failed"
+    assert summary["error"]["type"] == "PartyUnavailableError"
+    assert "did not pick up" in summary["error"]["message"]
+    assert not (short_tmp / "run" / "bank.sock").exists()
+    saved = json.loads((Path(summary["results_dir"]) / "result.json").read_text())
+    assert saved["status"] == "failed"
+
+
+# --- the center's service over the loopback grid ---------------------------------------------
+
+
+def test_echo_and_alignment_match_in_process(short_tmp, tables):
+    center, bank_a, _ = tables
+    fed = Federation(short_tmp, center, {"a": bank_a})
+    try:
+        echo = fed.run("a", "echo", {"rounds": 5, "size": 300})
+        assert echo["status"] == "ok", echo
+        assert echo["round_trips"] == 1 + 6  # handshake + start + 5 pings
+        aligned = fed.run("a", "align")
+        assert aligned["status"] == "ok", aligned
+    finally:
+        fed.close()
+
+    reference = JointSession.in_process(bank_a, center)
+    expected = reference.align()
+    got = np.loadtxt(
+        Path(aligned["results_dir"]) / "intersection.csv", dtype=str, skiprows=1, ndmin=1
+    )
+    assert list(got) == list(expected)
+    assert aligned["intersection_size"] == len(expected)
+    # The center keeps the bank's alignment, under that bank's directory only.
+    center_party = fed.service.store.party("a")
+    assert list(center_party.aligned_ids) == list(reference.center.aligned_ids)
+    # The bank's state survives for the next job.
+    assert list(jobs.load_bank_party(fed.bank_dirs["a"], bank_a).aligned_ids) == list(expected)
+    records = {r["kind"]: r for r in fed.service.finished}
+    assert records["align"]["status"] == "ok"
+    assert [s["protocol"] for s in records["align"]["steps"]] == ["psi"]
+    assert records["align"]["round_trips"] == aligned["round_trips"] == 3
+    audit = [json.loads(line) for line in (fed.center_dir / "governance/audit.jsonl").open()]
+    assert {"job_started", "step_finished", "job_finished"} <= {e["action"] for e in audit}
+
+
+def test_two_banks_concurrently_get_their_own_results(short_tmp, tables):
+    center, bank_a, bank_b = tables
+    fed = Federation(short_tmp, center, {"a": bank_a, "b": bank_b})
+    results = {}
+    try:
+        threads = [
+            threading.Thread(target=lambda n=n: results.__setitem__(n, fed.run(n, "align")))
+            for n in ("a", "b")
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        fed.close()
+    for name, table in (("a", bank_a), ("b", bank_b)):
+        assert results[name]["status"] == "ok", results[name]
+        expected = JointSession.in_process(table, center).align()
+        assert list(fed.service.store.party(name).aligned_ids) == list(expected)
+        assert results[name]["intersection_size"] == len(expected)
+    assert results["a"]["intersection_size"] != results["b"]["intersection_size"]
+    # Each bank's node only ever received its own job's messages.
+    by_node = {}
+    for node_id, _ in fed.grid.delivered:
+        by_node[node_id] = by_node.get(node_id, 0) + 1
+    assert set(by_node) == {101, 102}
+
+
+def test_tampered_envelope_is_refused_and_service_continues(short_tmp, tables, caplog):
+    center, bank_a, _ = tables
+    fed = Federation(short_tmp, center, {"a": bank_a})
+
+    def flip_a_payload_byte(node_id, message_type, blob):
+        if message_type == transport.ENVELOPE and Envelope.from_bytes(blob).msg_type == "ping":
+            return blob[:-40] + bytes([blob[-40] ^ 1]) + blob[-39:]
+        return blob
+
+    try:
+        fed.grid.tamper = flip_a_payload_byte
+        with caplog.at_level("WARNING"):
+            failed = fed.run("a", "echo", {"rounds": 2})
+        assert failed["status"] == "failed"
+        assert failed["error"]["type"] == "RemotePartyError"
+        assert "AuthenticationError" in failed["error"]["message"]
+        assert any("AuthenticationError" in r.message for r in caplog.records)
+        fed.grid.tamper = None
+        again = fed.run("a", "echo", {"rounds": 2})
+        assert again["status"] == "ok", again
+    finally:
+        fed.close()
+    statuses = [r["status"] for r in fed.service.finished]
+    assert statuses == ["failed", "ok"]
+
+
+def test_bank_that_disconnects_fails_its_job_only(short_tmp, tables):
+    center, bank_a, bank_b = tables
+    fed = Federation(short_tmp, center, {"a": bank_a, "b": bank_b}, step_timeout=1.5)
+    try:
+        pings = {"n": 0}
+
+        def vanish_after_two_pings(node_id, message_type, blob):
+            if node_id == 101 and message_type == transport.ENVELOPE:
+                if Envelope.from_bytes(blob).msg_type == "ping":
+                    pings["n"] += 1
+                    if pings["n"] == 2:
+                        fed.grid.silent.add(101)
+            return blob
+
+        fed.grid.tamper = vanish_after_two_pings
+        lost = fed.run("a", "echo", {"rounds": 5}, step_timeout=4.0)
+        assert lost["status"] == "failed"
+        assert lost["error"]["type"] == "PartyUnavailableError"
+        other = fed.run("b", "align")
+        assert other["status"] == "ok", other
+    finally:
+        fed.close()
+    by_bank = {r["bank"]: r for r in fed.service.finished}
+    assert by_bank["a"]["status"] == "failed"
+    assert by_bank["a"]["error"]["type"] == "PartyUnavailableError"
+    assert "did not answer" in by_bank["a"]["error"]["message"]
+    assert by_bank["b"]["status"] == "ok"
+
+
+def test_protocol_not_served_fails_the_step(short_tmp, tables):
+    center, bank_a, _ = tables
+    fed = Federation(short_tmp, center, {"a": bank_a}, allowed_protocols=("psi",))
+    try:
+        refused = fed.run("a", "echo", {"rounds": 1})
+    finally:
+        fed.close()
+    assert refused["status"] == "failed"
+    assert "not served" in refused["error"]["message"]
+
+
+# --- which node is which bank ----------------------------------------------------------------
+
+
+def test_directory_matches_node_id_and_key(tmp_path):
+    directory = BankDirectory(tmp_path)
+    pem_a, pem_b = _pem(), _pem()
+    directory.add(BankRecord("bank-a", 11, pem_a))
+    directory.add(BankRecord("bank-b", 12, pem_b))
+    with pytest.raises(DataValidationError, match="already registered"):
+        directory.add(BankRecord("bank-a", 13, _pem()))
+    with pytest.raises(DataValidationError, match="name"):
+        directory.add(BankRecord("../etc", 14, _pem()))
+    nodes = [
+        SimpleNamespace(node_id=11, public_key=pem_a.encode()),
+        SimpleNamespace(node_id=12, public_key=pem_a.encode()),  # b's id, a's key: refused
+        SimpleNamespace(node_id=99, public_key=_pem().encode()),  # never registered here
+    ]
+    assert directory.online(nodes) == {"bank-a": 11}
+
+
+# --- keys, certificates, polling -------------------------------------------------------------
+
+
+def test_tls_files_and_node_keys(tmp_path):
+    files = deploy.ensure_tls(tmp_path / "tls", ["127.0.0.1", "center.example"])
+    ca = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    server = x509.load_pem_x509_certificate(files.server_cert.read_bytes())
+    server.verify_directly_issued_by(ca)
+    sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "center.example" in sans.get_values_for_type(x509.DNSName)
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert oct(files.server_key.stat().st_mode & 0o777) == "0o600"
+    # A second call keeps the existing files (banks already hold this CA).
+    assert deploy.ensure_tls(tmp_path / "tls", ["127.0.0.1"]).ca_cert.read_bytes() == files.ca_cert.read_bytes()
+
+    private, public = deploy.generate_node_key(tmp_path / "bank_key")
+    key = serialization.load_ssh_private_key(private.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp384r1"
+    assert oct(private.stat().st_mode & 0o777) == "0o600"
+    pem = deploy.public_key_pem(public)
+    expected = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert pem.encode() == expected
+    with pytest.raises(DeploymentError, match="already exists"):
+        deploy.generate_node_key(tmp_path / "bank_key")
+    (tmp_path / "bad.pub").write_text("not a key")
+    with pytest.raises(DataValidationError, match="OpenSSH"):
+        deploy.public_key_pem(tmp_path / "bad.pub")
+
+
+def test_fast_poll_pacer_backs_off_and_idles_like_flower():
+    now = {"t": 0.0}
+    pacer = fastnode._Pacer(clock=lambda: now["t"])
+    # Never had a message: Flower's own 3 s idle sleep.
+    assert pacer.duration(3) == 3
+    pacer.message_arrived()
+    sleeps = [pacer.duration(3) for _ in range(6)]
+    assert sleeps == [0.02, 0.04, 0.08, 0.16, 0.25, 0.25]
+    assert pacer.duration(0.5) == fastnode.REPLY_WAIT
+    assert pacer.duration(1.7) == 1.7  # anything else untouched
+    now["t"] = 61.0  # a minute without messages: idle again
+    assert pacer.duration(3) == 3
+
+
+def test_fast_poll_installs_only_where_hooks_exist():
+    import time as real_time
+
+    module = SimpleNamespace(time=real_time, pull_objects=lambda *a, **k: k)
+    assert not fastnode.install(module)  # no pull loop to pace
+    pulled = []
+    module = SimpleNamespace(
+        time=real_time,
+        _pull_and_store_message=lambda: pulled.append(1) or 5,
+        pull_objects=lambda *a, **k: k,
+    )
+    pacer = fastnode._Pacer()
+    assert fastnode.install(module, pacer)
+    assert module._pull_and_store_message() == 5 and pacer.last_message > -1
+    assert module.pull_objects([])["initial_backoff"] == fastnode.OBJECT_BACKOFF
+    assert module.time is not real_time and module.time.monotonic is real_time.monotonic
+
+
+def test_unknown_job_and_model_are_named():
+    with pytest.raises(DataValidationError, match="unknown job"):
+        jobs.run_bank_job("/nonexistent", "dance")
+    with pytest.raises(DataValidationError, match="unknown model"):
+        jobs.resolve_estimator("forest")
+    with pytest.raises(DataValidationError, match="not installed"):
+        jobs.resolve_estimator("no_such_module_" + uuid.uuid4().hex + ":X")

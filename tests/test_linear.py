@@ -1,0 +1,524 @@
+"""Hetero logistic regression and the scorecard.
+
+Crypto correctness (each backend's primitives decrypt to the plaintext result; encrypted training
+matches the plain reference mode), privacy (a transcript audit with planted sentinels: the
+center's feature values and per-enterprise partial predictors never reach the bank, the bank's
+labels and partial scores never reach the center, in any encoding), early stopping, scoring,
+persistence and typed errors on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import jointcredit.learn.linear as lin
+from jointcredit.data import load_party_table
+from jointcredit.errors import DataValidationError, JointCreditError, ProtocolError
+from jointcredit.learn.linear import (
+    HeteroLogisticRegression,
+    HeteroScorecard,
+    center_basis,
+    center_scores,
+    load_bank_model,
+    load_center_model,
+    loss_coefficients,
+    residual_coefficients,
+    save_center_model,
+    train_and_evaluate,
+)
+from jointcredit.parties import CenterParty, NotAlignedError
+from jointcredit.protocol import codec
+from jointcredit.protocol.envelope import Role
+from jointcredit.session import JointSession
+
+N = 1500
+SENTINEL = 123.456789  # planted in the center's "capital" column for the first 20 enterprises
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "default_credit"
+
+
+def _tables(n: int = N, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    ids = [f"E{i:06d}" for i in range(n + 100)]
+    m = n + 100
+    capital = rng.normal(100.0, 20.0, m)
+    capital[:20] = SENTINEL
+    tax = rng.gamma(2.0, 1.0, m)
+    grade = rng.integers(0, 5, m).astype(float)
+    arrears = rng.poisson(0.5, m).astype(float)
+    arrears[rng.random(m) < 0.1] = np.nan
+    staff = rng.normal(size=m)
+    balance = rng.normal(size=m)
+    flow = 0.5 * balance + rng.normal(size=m)
+    logit = -0.6 + 0.9 * (grade - 2) / 1.4 - 0.5 * staff + 0.6 * balance - 0.3 * (tax - 2)
+    y = (rng.random(m) < 1 / (1 + np.exp(-logit))).astype(int)  # ~ 40 % bad: balanced labels
+    center = pd.DataFrame(
+        {"id": ids, "capital": capital, "tax": tax, "grade": grade, "arrears": arrears,
+         "staff": staff}
+    )  # fmt: skip
+    bank = pd.DataFrame(
+        {"id": ids[:n], "y": y[:n], "balance": balance[:n], "flow": flow[:n],
+         "age": rng.uniform(1, 20, n)}
+    )  # fmt: skip
+    return bank, center
+
+
+def _session(n: int = N, *, keep_bytes: bool = False, aligned: bool = True) -> JointSession:
+    bank, center = _tables(n)
+    s = JointSession.in_process(
+        load_party_table(bank, label_col="y", id_kind="plain"),
+        load_party_table(center, id_kind="plain"),
+        keep_bytes=keep_bytes,
+    )
+    if aligned:
+        s.align()
+    return s
+
+
+FAST = {"max_epochs": 2, "batch_size": 512, "learning_rate": 0.1}
+
+
+class _Recorder:
+    """Record what each party computed locally (to look for it on the wire afterwards)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.z: list[np.ndarray] = []
+        self.u_bank: list[np.ndarray] = []
+        real_basis, real_coeffs = lin.center_basis, lin.residual_coefficients
+
+        def basis(z, window, degree):
+            self.z.append(np.array(z, dtype=np.float64))
+            return real_basis(z, window, degree)
+
+        def coeffs(u, y, window, degree):
+            self.u_bank.append(np.array(u, dtype=np.float64))
+            return real_coeffs(u, y, window, degree)
+
+        monkeypatch.setattr(lin, "center_basis", basis)
+        monkeypatch.setattr(lin, "residual_coefficients", coeffs)
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """One small training per backend, with full transcripts and recorded local values."""
+    out = {}
+    mp = pytest.MonkeyPatch()
+    try:
+        for backend in ("plain", "ckks", "paillier"):
+            rec = _Recorder(mp)
+            s = _session(keep_bytes=True)
+            model = HeteroLogisticRegression(backend=backend, **FAST).fit(s)
+            out[backend] = (model, s, rec)
+            mp.undo()
+    finally:
+        mp.undo()
+    return out
+
+
+# --- the sigmoid approximation ---------------------------------------------------------------
+
+
+def test_chebyshev_coefficients_reproduce_residual_and_loss_inside_the_window():
+    rng = np.random.default_rng(3)
+    u_b = rng.normal(-1.0, 2.0, 2000)
+    y = (rng.random(2000) < 0.3).astype(float)
+    z = rng.uniform(-3.0, 3.0, 2000)
+    basis = center_basis(z, 6.0, 6)
+    r = np.einsum("ik,ik->i", residual_coefficients(u_b, y, 6.0, 6), basis)
+    exact = 1 / (1 + np.exp(-(u_b + z))) - y
+    # degree 6 on a window of half-width 6: |error| about 0.01 on average, 0.04 at most
+    # (interpolation bound), and unbiased, which is what the summed gradients care about
+    assert np.max(np.abs(r - exact)) < 0.05 and np.mean(np.abs(r - exact)) < 0.015
+    assert abs(np.mean(r - exact)) < 0.002
+    loss = np.einsum("ik,ik->i", loss_coefficients(u_b, y, 6.0, 6), basis)
+    exact_loss = np.logaddexp(0, u_b + z) - y * (u_b + z)
+    assert abs(loss.mean() - exact_loss.mean()) < 1e-3
+    # beyond the window the center's share is clipped: the residual saturates, keeps its sign
+    far = np.einsum("ik,ik->i", residual_coefficients(u_b, y, 6.0, 6), center_basis(z + 50, 6.0, 6))
+    assert np.all(far > -1.05) and np.all(far[y == 0] > 0)
+
+
+# --- backend primitives decrypt to the plaintext results -------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["ckks", "paillier"])
+def test_backend_primitives_decrypt_to_plaintext_results(backend):
+    rng = np.random.default_rng(7)
+    n, degree, d_c, d_b = 700, 4, 3, 2
+    coeffs = rng.normal(0, 0.2, (n, degree + 1))
+    basis = center_basis(rng.normal(0, 2, n), 6.0, degree)
+    X_c = rng.normal(size=(n, d_c))
+    X_b = rng.normal(size=(n, d_b))
+    bank = lin._bank_crypto(backend, degree=degree)
+    center = lin._center_crypto(backend, bank.public(), degree=degree)
+    try:
+        enc_c = center.load_matrix(bank.encrypt_matrix(coeffs, basis=True), n, degree + 1)
+        feats = lin._load_features(center, bank.encrypt_features(X_b), n, d_b)
+        r = center.residual(enc_c, basis)
+        r_plain = np.einsum("ik,ik->i", coeffs, basis)
+        tol = 0.05 if backend == "ckks" else 1e-5  # on sums of ~700 terms of size ~1
+
+        wire, secret = center.center_gradient(r, X_c)
+        masked = bank.open_masked(wire, d_c)
+        # the bank's view is masked: far from the true sums
+        assert np.all(np.abs(np.asarray(masked, dtype=float) - X_c.T @ r_plain) > 100)
+        np.testing.assert_allclose(center.unmask(masked, secret), X_c.T @ r_plain, atol=tol)
+
+        grad_x, grad_0 = bank.open_bank_gradient(center.bank_gradient(r, feats), X_b)
+        np.testing.assert_allclose(grad_x, X_b.T @ r_plain, atol=tol)
+        assert grad_0 == pytest.approx(r_plain.sum(), abs=tol)
+
+        assert bank.open_total(center.total(enc_c, basis)) == pytest.approx(r_plain.sum(), abs=tol)
+
+        u_b = rng.normal(-1, 2, n)
+        z = rng.normal(0, 1, n)
+        enc_u = center.load_matrix(bank.encrypt_matrix(u_b[:, None]), n, 1)
+        np.testing.assert_allclose(
+            bank.decrypt_vector(center.add_to(enc_u, z), n), u_b + z, atol=0.02
+        )
+    finally:
+        for side in (bank, center):
+            if hasattr(side, "close"):
+                side.close()
+
+
+# --- end to end: encrypted = plain reference -------------------------------------------------
+
+
+@pytest.mark.parametrize(("backend", "atol"), [("ckks", 0.02), ("paillier", 1e-4)])
+def test_encrypted_training_matches_the_plain_reference(runs, backend, atol):
+    plain, enc = runs["plain"][0], runs[backend][0]
+    np.testing.assert_allclose(enc.coef_, plain.coef_, atol=atol)
+    np.testing.assert_allclose(enc.center_coef_, plain.center_coef_, atol=atol)
+    assert enc.intercept_ == pytest.approx(plain.intercept_, abs=atol)
+    assert enc.fit_stats_["round_trips"] == plain.fit_stats_["round_trips"]
+    # training moved the weights away from zero: the comparison is not vacuous
+    assert np.abs(plain.center_coef_).max() > 0.2 and np.abs(plain.coef_).max() > 0.2
+
+
+def test_one_round_trip_per_mini_batch(runs):
+    model, s, _ = runs["plain"]
+    n_batches = math.ceil(len(s.aligned_ids) / FAST["batch_size"])
+    # start + one per batch and epoch + finish + report
+    assert model.fit_stats_["round_trips"] == 1 + FAST["max_epochs"] * n_batches + 2
+    kinds = {m for (_, proto, m) in s.transcript.message_types() if proto == "hetero_lr"}
+    assert kinds == {"start", "step", "finish", "report", "start.ok", "step.ok", "finish.ok",
+                     "report.ok"}  # fmt: skip
+
+
+# --- privacy: transcript audit ----------------------------------------------------------------
+
+
+def _encodings8(values: np.ndarray) -> set[bytes]:
+    """8-byte encodings of each value: float64 LE/BE and int64 fixed point (LE/BE)."""
+    out: set[bytes] = set()
+    for v in np.asarray(values, dtype=np.float64).ravel():
+        out.add(struct.pack("<d", v))
+        out.add(struct.pack(">d", v))
+        for frac in (16, 20, 24, 32, 40):
+            q = int(round(v * 2**frac))
+            if abs(q) >= 2**40:  # shorter ones are mostly zero bytes: meaningless to search
+                out.add(q.to_bytes(8, "little", signed=True))
+                out.add(q.to_bytes(8, "big", signed=True))
+    return out
+
+
+def _numeric_leaves(obj):
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _numeric_leaves(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _numeric_leaves(v)
+    elif isinstance(obj, np.ndarray):
+        yield obj
+
+
+@pytest.mark.parametrize("backend", ["ckks", "paillier"])
+def test_transcript_audit_sentinels_never_cross_in_the_clear(runs, backend):
+    model, s, rec = runs[backend]
+    to_bank = s.transcript.payloads(Role.CENTER, "hetero_lr")
+    to_center = s.transcript.payloads(Role.BANK, "hetero_lr")
+    blob_bank, blob_center = b"".join(to_bank), b"".join(to_center)
+
+    # the center's planted feature value, raw and standardised, and its per-enterprise partial
+    # predictor z at every step
+    stats = s.center.model_parts[model.model_id_]["standardize"]
+    j = s.center.model_parts[model.model_id_]["features"].index("capital")
+    standardised = (SENTINEL - stats["mean"][j]) / stats["scale"][j]
+    patterns = _encodings8(np.array([SENTINEL, standardised]))
+    assert len(rec.z) >= 4
+    for z in rec.z:
+        patterns |= _encodings8(z[:64])
+    for p in patterns:
+        assert p not in blob_bank
+    for text in (repr(SENTINEL), f"{SENTINEL:.6f}", repr(standardised)):
+        assert text.encode() not in blob_bank
+
+    # the bank's labels (balanced, so no long zero runs) and its partial scores u_b
+    y = s.bank.aligned_labels()
+    for encoded in (y.astype(np.int8).tobytes()[:128], y.astype(np.float64).tobytes()[:256],
+                    np.packbits(y.astype(bool)).tobytes()[:32]):  # fmt: skip
+        assert encoded not in blob_center
+    for u in rec.u_bank:
+        for p in _encodings8(u[:64]):
+            assert p not in blob_center
+
+    # structurally: no per-row floats in any message to the center (only row positions)
+    n = len(s.aligned_ids)
+    for payload in to_center:
+        for arr in _numeric_leaves(codec.unpack(payload)):
+            if arr.ndim >= 1 and arr.shape[0] >= 128:
+                assert arr.dtype.kind in "iu", f"per-row array of dtype {arr.dtype} sent"
+                assert arr.max() < n
+    # and the center's masked gradient came back to it as masked values only
+    for payload in to_bank:
+        for arr in _numeric_leaves(codec.unpack(payload)):
+            assert arr.size < 128
+
+
+def test_ckks_public_context_has_no_galois_keys(runs):
+    _, s, _ = runs["ckks"]
+    start = codec.unpack(s.transcript.payloads(Role.BANK, "hetero_lr")[0])
+    from jointcredit.crypto.ckks import CKKSPeer
+
+    peer = CKKSPeer.from_public_bytes(start["public"])
+    assert not peer.galois_keys and len(start["public"]) < 5_000_000
+
+
+# --- scoring -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["plain", "ckks", "paillier"])
+def test_joint_scores_equal_the_sum_of_both_parts(runs, backend):
+    model, s, _ = runs[backend]
+    rows = np.arange(200)
+    mark = s.transcript.mark()
+    p = model.predict_proba(s, rows)
+    part = s.center.model_parts[model.model_id_]
+    u = lin.bank_scores(model.bank_model(), s.bank.aligned_features(rows)) + center_scores(
+        part, s.center.aligned_features(rows)
+    )
+    np.testing.assert_allclose(p[:, 1], 1 / (1 + np.exp(-u)), atol=0.01)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    assert s.transcript.since(mark).round_trips == 2
+    if backend != "plain":  # the center saw only ciphertexts of the bank's partial scores
+        u_b = lin.bank_scores(model.bank_model(), s.bank.aligned_features(rows))
+        blob = b"".join(s.transcript.since(mark).payloads(Role.BANK, "hetero_lr_predict"))
+        for pattern in _encodings8(u_b[:50]):
+            assert pattern not in blob
+
+
+def test_early_stopping_rolls_back_to_the_best_epoch():
+    s = _session()
+    # tol larger than any improvement: epoch 0 stays best and patience 2 stops after epoch 2
+    model = HeteroLogisticRegression(
+        backend="plain", validation_fraction=0.2, patience=2, tol=1e3, max_epochs=10,
+        batch_size=512, learning_rate=0.1,
+    ).fit(s)  # fmt: skip
+    assert model.best_epoch_ == 0 and model.n_epochs_ == 3
+    assert [h["epoch"] for h in model.history_] == [0, 1, 2]
+    one = HeteroLogisticRegression(
+        backend="plain", validation_fraction=0.2, max_epochs=1, batch_size=512,
+        learning_rate=0.1,
+    ).fit(s)  # fmt: skip
+    np.testing.assert_allclose(model.coef_, one.coef_)
+    np.testing.assert_allclose(model.center_coef_, one.center_coef_)
+    assert model.history_[0]["validation_loss"] == pytest.approx(
+        one.history_[0]["validation_loss"]
+    )
+    assert 0.3 < model.history_[0]["validation_loss"] < 0.8
+
+
+# --- persistence ---------------------------------------------------------------------------------
+
+
+def test_saved_parts_rebuild_the_model_and_the_bank_file_holds_no_center_weights(runs, tmp_path):
+    model, s, _ = runs["plain"]
+    bank_file = model.save(tmp_path)
+    center_file = save_center_model(s.center, model.model_id_, tmp_path)
+    text = bank_file.read_text("utf-8")
+    for w in model.center_coef_:
+        assert repr(float(w)) not in text and f"{w:.6f}" not in text
+    assert "standardize" in json.loads(text) and json.loads(text)["center_features"]
+    # a fresh center process loads its part from its own disk; the bank reloads its part
+    fresh = CenterParty(s.center.table, aligned_ids=s.center.aligned_ids)
+    assert load_center_model(fresh, center_file) == model.model_id_
+    s.center = fresh
+    again = load_bank_model(bank_file)
+    np.testing.assert_allclose(
+        again.predict_proba(s, np.arange(50)), model.predict_proba(s, np.arange(50)), atol=1e-12
+    )
+
+
+def test_bank_side_survives_pickling_between_messages():
+    """Deployments keep the bank's half on disk between Flower messages."""
+    s = _session()
+    endpoint = s.endpoint
+    real = endpoint.receive
+
+    def receive(request: bytes) -> bytes:
+        reply = real(request)
+        endpoint.sides = pickle.loads(pickle.dumps(endpoint.sides))
+        return reply
+
+    endpoint.receive = receive
+    s.channel.transport.inner._receive = receive
+    model = HeteroLogisticRegression(backend="ckks", max_epochs=1, batch_size=768).fit(s)
+    assert np.isfinite(model.coef_).all() and model.n_epochs_ == 1
+
+
+# --- scorecard -------------------------------------------------------------------------------------
+
+
+def test_scorecard_points_add_up_to_the_score():
+    s = _session()
+    card = HeteroScorecard(
+        backend="plain", pdo=20, base_score=600, base_odds=50, min_iv=0.01, max_epochs=3,
+        batch_size=512, learning_rate=0.1, binning_params={"max_bins": 5},
+    ).fit(s)  # fmt: skip
+    assert card.factor_ == pytest.approx(20 / math.log(2))
+    assert card.offset_ == pytest.approx(600 - 20 / math.log(2) * math.log(50))
+    rows = np.arange(100)
+    score = card.score(s, rows)
+    # bank points from its own table, center points from the center's own part
+    Xb = s.bank.aligned_features(rows)
+    bank_points = np.zeros(rows.size)
+    for f in card.bank_features_:
+        table = card.points_table_[card.points_table_["feature"] == f]["points"].to_numpy()
+        bank_points += table[card._prep_["bins"][f].assign(Xb[f].to_numpy())]
+    part = s.center.model_parts[card.model_id_]
+    Xc = s.center.aligned_features(rows)
+    center_points = np.zeros(rows.size)
+    for f in part["features"]:
+        spec = lin.BinSpec.from_dict(part["bins"][f])
+        center_points += np.asarray(part["points"][f])[spec.assign(Xc[f].to_numpy())]
+    np.testing.assert_allclose(card.base_points_ + bank_points + center_points, score, atol=1e-6)
+    # higher score = safer: P(bad) falls as the score rises
+    pd_ = card.predict_proba(s, rows)[:, 1]
+    assert np.corrcoef(score, pd_)[0, 1] < -0.99
+    # the report names center features by catalogue name, with IV, but has no bins for them
+    report = card.feature_report_
+    assert set(report[report["party"] == "center"]["feature"]) == set(card.center_features_)
+    assert set(card.points_table_["feature"]) <= set(card.bank_features_)
+    bank_model = json.dumps(card.bank_model())
+    for f in part["features"]:
+        for c in part["bins"][f]["cuts"]:
+            if c not in (0.0, 1.0, 2.0, 3.0):
+                assert repr(float(c)) not in bank_model
+
+
+# --- quality (plain reference mode; the encrypted runs match it, see above) ---------------------
+
+
+def _split(s: JointSession, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    y = s.bank.aligned_labels()
+    return train_test_split(np.arange(y.size), test_size=0.3, stratify=y, random_state=seed)
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="default_credit data not available")
+def test_quality_on_default_credit():
+    s = JointSession.in_process(
+        load_party_table(DATA / "bank.csv", label_col="y", id_kind="plain"),
+        load_party_table(DATA / "center.csv", id_kind="plain"),
+    )
+    s.align()
+    train, test = _split(s)
+    result = train_and_evaluate(s, train, test, backend="plain")
+    fed, cen, bank = result["federated"], result["centralized"], result["bank_only"]
+    assert fed["auc"] >= cen["auc"] - 0.005
+    assert fed["auc"] > bank["auc"] + 0.02
+
+
+def test_quality_on_synthetic_sme_data():
+    from jointcredit.data import make_sme_data
+
+    d = make_sme_data(n_enterprises=12_000, n_bank_customers=8_000, seed=5)
+    s = JointSession.in_process(
+        load_party_table(d.bank, label_col=d.label_col), load_party_table(d.center)
+    )
+    s.align()
+    train, test = _split(s)
+    result = train_and_evaluate(s, train, test, backend="plain")
+    assert result["federated"]["auc"] >= result["centralized"]["auc"] - 0.005
+    assert result["federated"]["auc"] > result["bank_only"]["auc"]
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"backend": "rsa"}, "backend"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"learning_rate": float("nan")}, "learning_rate"),
+        ({"l2": -1.0}, "l2"),
+        ({"batch_size": 10}, "batch_size"),
+        ({"batch_size": 10**6}, "batch_size"),
+        ({"max_epochs": 0}, "max_epochs"),
+        ({"validation_fraction": 0.6}, "validation_fraction"),
+        ({"patience": 0}, "patience"),
+        ({"sigmoid_degree": 0}, "sigmoid_degree"),
+        ({"sigmoid_window": -1.0}, "sigmoid_window"),
+        ({"bank_features": ["nope"]}, "bank_features"),
+        ({"validation_fraction": 0.01}, "validation_fraction"),
+    ],
+)
+def test_bad_hyperparameters_raise_typed_errors(params, field):
+    s = _session()
+    with pytest.raises(JointCreditError) as info:
+        HeteroLogisticRegression(**{"backend": "plain", **params}).fit(s)
+    err = info.value
+    assert field in (getattr(err, "field", "") or str(err))
+
+
+def test_unaligned_session_and_bad_rows_raise():
+    s = _session(aligned=False)
+    with pytest.raises(NotAlignedError):
+        HeteroLogisticRegression(backend="plain").fit(s)
+    s.align()
+    with pytest.raises(DataValidationError) as info:
+        HeteroLogisticRegression(backend="plain").fit(s, rows=np.array([0, 1, 10**6]))
+    assert info.value.field == "rows"
+    with pytest.raises(JointCreditError):
+        HeteroLogisticRegression(backend="plain").predict_proba(s)  # not fitted
+    with pytest.raises(JointCreditError, match="center_features"):
+        HeteroLogisticRegression(backend="plain", center_features=["nope"]).fit(s)
+
+
+def test_the_center_refuses_batches_below_its_minimum():
+    """The center enforces its own floor, whatever a (modified) bank asks for."""
+    s = _session()
+
+    class TinyBatches(lin.HeteroLRBank):
+        def _layout(self, rows, y):
+            return [rows[:16], rows[16:]], None
+
+    side = TinyBatches(s.bank, backend="plain")
+    with pytest.raises(ProtocolError, match="batch"):
+        s.run(side)
+
+
+def test_a_step_out_of_order_is_refused_without_changing_state():
+    s = _session()
+    side = lin.HeteroLRBank(s.bank, backend="plain", max_epochs=1, batch_size=512)
+    side.handle("start", {"n_aligned": len(s.aligned_ids), "features": ["capital", "tax"]})
+    w = side.w.copy()
+    with pytest.raises(ProtocolError, match="out of order"):
+        side.handle(
+            "step",
+            {"epoch": 0, "batch": 1, "center_gradient": None, "bank_gradient": None,
+             "validation": None},
+        )  # fmt: skip
+    np.testing.assert_array_equal(side.w, w)
+    assert side.state == "training"
