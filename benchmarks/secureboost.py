@@ -132,6 +132,7 @@ def main() -> int:
         train, test = split_rows(y)
         start = time.perf_counter()
         result = boosting.train_and_evaluate(session, train, test, **params)
+        result.pop("estimator")
         result["wall_seconds_including_evaluation"] = time.perf_counter() - start
         fed = result["federated"]
         fed["breakdown_seconds"] = {

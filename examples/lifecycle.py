@@ -265,9 +265,7 @@ def _plot(runs: list[MonitorRun], months: list[str], drift: int | None, path: Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(
-        1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]}
-    )
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     data = [run.table["score"].to_numpy() for run in runs]
     parts = ax1.violinplot(data, positions=range(len(runs)), showmedians=True, widths=0.8)
     for i, body in enumerate(parts["bodies"]):
@@ -278,8 +276,14 @@ def _plot(runs: list[MonitorRun], months: list[str], drift: int | None, path: Pa
     if drift is not None:
         ax1.axvline(drift - 0.5, color="crimson", ls="--", lw=1)
         ax1.text(drift - 0.45, ax1.get_ylim()[1], " drift", color="crimson", va="top")
-    prev = [np.nan if r.score_stability["vs_previous"] is None else r.score_stability["vs_previous"] for r in runs]  # noqa: E501
-    base = [np.nan if r.score_stability["vs_baseline"] is None else r.score_stability["vs_baseline"] for r in runs]  # noqa: E501
+    prev = [
+        np.nan if r.score_stability["vs_previous"] is None else r.score_stability["vs_previous"]
+        for r in runs
+    ]  # noqa: E501
+    base = [
+        np.nan if r.score_stability["vs_baseline"] is None else r.score_stability["vs_baseline"]
+        for r in runs
+    ]  # noqa: E501
     ax2.plot(range(len(runs)), prev, "o-", label="vs previous month")
     ax2.plot(range(len(runs)), base, "s-", label="vs month 0")
     ax2.axhline(0.1, color="orange", ls=":", lw=1, label="0.1 monitor")

@@ -47,9 +47,7 @@ def _tables(seed: int = 0, n: int = N) -> tuple[pd.DataFrame, pd.DataFrame]:
             "tax_credit_grade": grade,
         }
     )
-    bank = pd.DataFrame(
-        {"id": ids[:n], "y": y[:n], "balance": rng.normal(size=n) + 0.8 * y[:n]}
-    )
+    bank = pd.DataFrame({"id": ids[:n], "y": y[:n], "balance": rng.normal(size=n) + 0.8 * y[:n]})
     return bank, center
 
 

@@ -154,7 +154,9 @@ def _plan(tl, events):
 def _expected(events, groups, since, until):
     window = events[(events["date"] >= since) & (events["date"] <= until)]
     ok_valid = window["id"].isin(set(groups["valid"]))
-    ok_late = window["id"].isin(set(groups["late"])) & (window["date"] >= pd.Timestamp("2025-07-01"))
+    ok_late = window["id"].isin(set(groups["late"])) & (
+        window["date"] >= pd.Timestamp("2025-07-01")
+    )
     return window[ok_valid | ok_late]
 
 
@@ -230,7 +232,9 @@ def test_revocation_stops_delivery_of_older_events(world):
     )
     attach_center_monitor(session.center, monitor)
     before = fetch_risk_events(session, "2025-01-01", "2025-09-30")
-    revoked_events = events[events["id"].isin(set(groups["revoked"])) & (events["date"] <= "2025-09-30")]
+    revoked_events = events[
+        events["id"].isin(set(groups["revoked"])) & (events["date"] <= "2025-09-30")
+    ]
     assert len(revoked_events) > 0
     assert set(revoked_events["id"]) <= set(before.flags["id"])  # consent still valid on Oct 1
     monitor.clock = lambda: datetime(2025, 12, 1)  # after the revocation on Nov 15

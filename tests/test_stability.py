@@ -165,7 +165,9 @@ def test_without_drift_every_month_is_stable() -> None:
         for frame in (calm.center_frame, calm.bank_frame):
             assert feature_stability(frame(m - 1), frame(m))["stability"].max() < 0.1
     for m in (6, 11):
-        assert feature_stability(calm.center_frame(0), calm.center_frame(m))["stability"].max() < 0.1
+        assert (
+            feature_stability(calm.center_frame(0), calm.center_frame(m))["stability"].max() < 0.1
+        )
         bank = feature_stability(calm.bank_frame(0), calm.bank_frame(m))
         # A closed book ages: account age grows by one month per month, the only feature that
         # moves against month 0 without any drift (documented in docs/lifecycle.md).
@@ -194,7 +196,9 @@ def _monitor_session(timeline, tmp_path, *, consent_ids=None, min_population=50)
     # A value that exists only at the center: it must never appear in a message.
     snap = snapshots[labels[8]]
     snapshots[labels[8]] = snap.assign(
-        enforcement_amount_3y_10k=np.where(snap.index == 7, SENTINEL, snap["enforcement_amount_3y_10k"])
+        enforcement_amount_3y_10k=np.where(
+            snap.index == 7, SENTINEL, snap["enforcement_amount_3y_10k"]
+        )
     )
     audit = AuditLog(tmp_path / "audit.jsonl")
     monitor = CenterMonitor(

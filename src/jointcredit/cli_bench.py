@@ -28,8 +28,8 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
         nargs="+",
         default=[],
         metavar="DIR",
-        help="FATE-layout vertical split(s): DIR/bank.csv (id, y, x...) and DIR/center.csv "
-        "(id, x...), e.g. ../shared/data/default_credit",
+        help="FATE-layout vertical split(s) for the quality and speed suites: DIR/bank.csv "
+        "(id, y, x...) and DIR/center.csv (id, x...), e.g. ../shared/data/default_credit",
     )
     p.add_argument(
         "--no-synthetic",

@@ -36,6 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Listener
 from pathlib import Path
 from typing import Any
@@ -120,8 +121,8 @@ def _call_runner(directory: Path, frame: bytes) -> bytes:
         ) as conn:
             conn.send_bytes(frame)
             answer = conn.recv_bytes(MAX_BLOB_BYTES + 1024)
-    except (OSError, EOFError) as exc:
-        # The runner ended between our check and the call: the same as no job.
+    except (OSError, EOFError, AuthenticationError) as exc:
+        # The runner ended between our check and the call (or its key changed): no job.
         raise DeploymentError(f"the bank's job runner is not reachable: {exc}") from exc
     if answer[:1] == _OK:
         return answer[1:]

@@ -1,5 +1,7 @@
 """Joint learning algorithms: each a protocol (both party halves) plus a bank-facing estimator."""
 
+# ruff: noqa: I001  (one section per algorithm, appended as each lands; not alphabetical)
+
 # --- federated binning, hetero logistic regression, scorecard (issue 3) ---
 from jointcredit.learn.binning import FederatedBinning  # noqa: F401
 from jointcredit.learn.linear import (  # noqa: F401

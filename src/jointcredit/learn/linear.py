@@ -2001,7 +2001,8 @@ def train_and_evaluate(
     **hyperparameters: Any,
 ) -> dict[str, Any]:
     """Train the federated model, score the test rows jointly, and compare with plaintext
-    baselines; return the ``metrics.json`` pieces.
+    baselines; return the ``metrics.json`` pieces, plus ``params`` (every hyper-parameter) and
+    ``estimator`` (the fitted bank-side estimator, not JSON).
 
     ``centralized`` is scikit-learn logistic regression on the joined features (for the
     scorecard: on the same WOE features), ``bank_only`` the same on the bank's features. The
@@ -2036,6 +2037,13 @@ def train_and_evaluate(
     )
     result["bank_only"] = _sklearn_lr(Xtr_b, y_train, Xte_b, y_test)
     result["epochs"] = est.n_epochs_
+    result["federated"]["n_epochs"] = est.n_epochs_
+    result["params"] = {
+        k: v
+        for k, v in vars(est).items()
+        if not k.startswith("_") and not k.endswith("_") and k != "binning"
+    }
+    result["estimator"] = est  # the fitted bank-side estimator (not JSON: for saving)
     if out_dir is not None:
         result["files"] = {
             "bank": str(est.save(out_dir)),

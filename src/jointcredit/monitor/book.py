@@ -152,6 +152,9 @@ class MonitorRun:
             bank_fs = pd.read_csv(d / "bank_feature_stability.csv")
         except FileNotFoundError as exc:
             raise DataValidationError(str(d), f"not a saved monitoring run ({exc})") from None
+        table = _texts_as_objects(table)
+        table["reasons"] = table["reasons"].fillna("")
+        events = _texts_as_objects(events)
         center_path = d / "center_feature_stability.csv"
         return cls(
             as_of=pd.Timestamp(state["summary"]["as_of"]),
@@ -170,6 +173,12 @@ class MonitorRun:
             model_id=state["summary"].get("model_id"),
             transcript=dict(state["summary"].get("transcript", {})),
         )
+
+
+def _texts_as_objects(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as plain objects, as :func:`monitor_book` builds them."""
+    text = [c for c in frame.columns if pd.api.types.is_string_dtype(frame[c].dtype)]
+    return frame.astype(dict.fromkeys(text, object))
 
 
 def _count(values: Any) -> dict[str, int]:

@@ -272,7 +272,7 @@ def evaluate_warnings(
             "pd": p,
             "pd_previous": prev_p,
             "pd_baseline": base_p,
-            "grade": cur["grade"].to_numpy(dtype=object),
+            "grade": pd.Series(cur["grade"].to_numpy(dtype=object), dtype=object),
             "grade_previous": pd.Series(prev_g, dtype=object),
             "grade_baseline": pd.Series(base_g, dtype=object),
             "n_events": n_events,
