@@ -134,9 +134,10 @@ def test_two_banks_on_a_real_deployment(root):
         marks["serve"] = time.monotonic() - t0
         ca = root / "c" / "tls" / "ca.pem"
 
-        for name in ("a", "b", "x"):
-            done = procs.call("bank", "keygen", str(root / f"{name}.key"))
-            assert done.returncode == 0, done.stderr
+        done = procs.call("bank", "keygen", str(root / "a.key"))
+        assert done.returncode == 0, done.stderr
+        for name in ("b", "x"):
+            deploy.generate_node_key(root / f"{name}.key")
         for name in ("a", "b"):
             done = procs.call(
                 "bank", "register", str(root / f"{name}.key.pub"), "--name", f"bank-{name}",
@@ -153,15 +154,6 @@ def test_two_banks_on_a_real_deployment(root):
                 "--key", str(root / f"{name}.key"), "--data", str(root / f"bank_{name if name != 'x' else 'a'}.csv"),
                 "--workdir", str(root / name), "--label-col", label,
             )  # fmt: skip
-
-        # The node nobody registered is refused by the SuperLink and its join exits.
-        joiner = dict((n, p) for n, p, _ in procs.procs)["join-x"]
-        _wait_for(
-            lambda: joiner.poll() is not None, 90, "the unregistered node to be refused", procs
-        )
-        assert joiner.returncode != 0
-        node_log = (root / "x" / "logs" / "supernode.log").read_text(errors="replace")
-        assert "Failed to initialize the connection to the SuperLink" in node_log
 
         _wait_for(
             lambda: all((root / n / "run" / "supernode.pid").exists() for n in ("a", "b")),
@@ -194,6 +186,16 @@ def test_two_banks_on_a_real_deployment(root):
         }
         trained = {n: outcome(n, p) for n, p in training.items()}
         marks["trained"] = time.monotonic() - t0
+
+        # Meanwhile the node nobody registered was refused by the SuperLink; its join exited.
+        joiner = {n: p for n, p, _ in procs.procs}["join-x"]
+        _wait_for(
+            lambda: joiner.poll() is not None, 90, "the unregistered node to be refused", procs
+        )
+        assert joiner.returncode != 0
+        node_log = (root / "x" / "logs" / "supernode.log").read_text(errors="replace")
+        assert "Failed to initialize the connection to the SuperLink" in node_log
+        marks["refused"] = time.monotonic() - t0
     finally:
         procs.stop()
         marks["stopped"] = time.monotonic() - t0

@@ -333,3 +333,28 @@ def test_linear_models_go_through_the_same_lifecycle(tmp_path) -> None:
     registry.ensure_center_part(fresh, registry.champion)
     p = registry.load().predict_proba(fresh, np.arange(50))[:, 1]
     assert ((p > 0) & (p < 1)).all()
+
+
+def test_monitoring_excludes_unaligned_and_unconsented_enterprises(cycle) -> None:
+    tl, session = cycle["tl"], cycle["session"]
+    aligned = set(session.aligned_ids)
+    consented = set(cycle["runs"][0].table["id"])
+    outside = next(e for e in tl.bank_frame(0)["id"] if e not in aligned)
+    no_consent = next(e for e in session.aligned_ids if e not in consented)
+    some = sorted(consented)[:40]
+    run = monitor_book(
+        session,
+        cycle["registry_dir"],
+        [*some, outside, no_consent],
+        as_of=tl.month_dates[11],
+        since=tl.month_dates[10] + pd.Timedelta(days=1),
+    )
+    assert run.excluded == {outside: "not_aligned", no_consent: "no_monitoring_consent"}
+    assert sorted(run.table["id"]) == some
+    assert set(run.table["status"]) <= {"green", "yellow", "red"}
+    with pytest.raises(DataValidationError) as err:
+        monitor_book(session, cycle["registry_dir"], some, as_of="2025-12-31", fetch_events=False)
+    assert err.value.field == "require_consent"
+    with pytest.raises(DataValidationError) as err:
+        monitor_book(session, cycle["registry_dir"], [*some, some[0]], as_of="2025-12-31")
+    assert err.value.field == "book.id"
