@@ -74,6 +74,26 @@ def split_rows(y: np.ndarray, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(train), np.sort(test)
 
 
+#: DESIGN.md section 5: one 4096-bit modular multiplication (a Paillier-2048 ciphertext addition)
+#: on an idle core of the development machine.
+IDLE_MULMOD_US = 4.5
+
+
+def mulmod_probe(n_ops: int = 20_000) -> float:
+    """Microseconds per 4096-bit modular multiplication right now (the machine is shared: this
+    measures how much CPU this process actually gets, to normalise wall times)."""
+    import gmpy2
+
+    rng = np.random.default_rng(1)
+    mod = gmpy2.mpz(int.from_bytes(rng.bytes(512), "big") | 1 | (1 << 4095))
+    xs = [gmpy2.mpz(int.from_bytes(rng.bytes(512), "big")) % mod for _ in range(256)]
+    acc = gmpy2.mpz(3)
+    start = time.perf_counter()
+    for i in range(n_ops):
+        acc = acc * xs[i & 255] % mod
+    return (time.perf_counter() - start) / n_ops * 1e6
+
+
 def parse_value(text: str):
     for cast in (int, float):
         try:
@@ -130,9 +150,20 @@ def main() -> int:
         session = open_synthetic_session() if args.synthetic else open_session(args.data)
         y = session.bank.aligned_labels()
         train, test = split_rows(y)
+        probe_before = mulmod_probe()
+        load_before = os.getloadavg()[0]
         start = time.perf_counter()
         result = boosting.train_and_evaluate(session, train, test, **params)
         result.pop("estimator")
+        probe_after = mulmod_probe()
+        slowdown = max(1.0, (probe_before + probe_after) / 2 / IDLE_MULMOD_US)
+        result["load"] = {
+            "loadavg_1min_before": load_before,
+            "loadavg_1min_after": os.getloadavg()[0],
+            "mulmod_us_before": probe_before,
+            "mulmod_us_after": probe_after,
+            "slowdown_vs_idle": slowdown,
+        }
         result["wall_seconds_including_evaluation"] = time.perf_counter() - start
         fed = result["federated"]
         fed["breakdown_seconds"] = {
@@ -141,8 +172,11 @@ def main() -> int:
         }
         fed["seconds_per_tree"] = fed["train_seconds"] / max(1, fed["n_trees"])
         fed["ratio_to_lightgbm"] = fed["train_seconds"] / result["centralized"]["train_seconds"]
+        # rough idle-machine estimate: wall time divided by the measured CPU-share slowdown
+        fed["train_seconds_load_normalised"] = fed["train_seconds"] / slowdown
         print(
             f"run {r + 1}/{args.repeats}: train {fed['train_seconds']:.1f} s "
+            f"(slowdown x{slowdown:.1f} -> ~{fed['train_seconds_load_normalised']:.0f} s idle) "
             f"({fed['seconds_per_tree']:.2f} s/tree), AUC fed {fed['auc']:.4f} "
             f"central {result['centralized']['auc']:.4f} bank-only {result['bank_only']['auc']:.4f}, "
             f"bytes b->c {fed['bytes_bank_to_center'] / 1e6:.1f} MB c->b "
@@ -171,6 +205,8 @@ def main() -> int:
         "median": {
             "train_seconds": med(("federated", "train_seconds")),
             "seconds_per_tree": med(("federated", "seconds_per_tree")),
+            "train_seconds_load_normalised": med(("federated", "train_seconds_load_normalised")),
+            "slowdown_vs_idle": med(("load", "slowdown_vs_idle")),
             "lightgbm_seconds": med(("centralized", "train_seconds")),
             "ratio_to_lightgbm": med(("federated", "ratio_to_lightgbm")),
             "bytes_bank_to_center": med(("federated", "bytes_bank_to_center")),

@@ -220,3 +220,10 @@ def test_shift_rejects_too_small_offset_and_unshift_broadcasts():
         shift_nonnegative([5, -11], 10)
     out = unshift_sums([100, 200], [2, 3], 10)
     assert list(out) == [80, 170]
+
+
+def test_package_reexports():
+    import jointcredit.crypto as crypto
+
+    missing = [name for name in crypto.__all__ if not hasattr(crypto, name)]
+    assert not missing

@@ -840,9 +840,12 @@ def compress(public_key: PaillierPublicKey, cts: Sequence[mpz], slot_bits: int) 
     slot. ``k = slots_per_ciphertext(public_key, slot_bits)`` except for the last group.
 
     Every plaintext must be in ``[0, 2^slot_bits)``; callers shift signed sums by a known offset
-    first (see :mod:`jointcredit.crypto.encoding`). A negative or too-large slot is detected
-    by :func:`decompress_ints` only if it spills out of the top slot. Outputs are deterministic
-    functions of the inputs: re-randomize (:meth:`FastEncryptor.rerandomize`) before sending.
+    first (see :mod:`jointcredit.crypto.encoding`). A bad slot is detected by
+    :func:`decompress_ints` only when the packed total goes negative (wraps to ~n) or spills
+    past the top slot; otherwise a negative slot silently borrows from, and a too-large one
+    carries into, its neighbour. Size slots from bounds (``SlotPacker.for_bounds``), not data.
+    Outputs are deterministic functions of the inputs: re-randomize
+    (:meth:`FastEncryptor.rerandomize`) before sending.
     """
     per = slots_per_ciphertext(public_key, slot_bits)
     nsq = public_key.nsquare
@@ -864,8 +867,8 @@ def decompress_ints(
 
     Raises:
         ValueError: ``len(packed_cts)`` does not match ``count``.
-        EncodingOverflowError: a packed plaintext is wider than its slots (a slot value was
-            negative or overflowed ``slot_bits``).
+        EncodingOverflowError: a packed plaintext is wider than its slots (the packed total
+            was negative or the top slot overflowed); not every bad slot is detectable.
     """
     per = slots_per_ciphertext(private_key.public_key, slot_bits)
     expected = math.ceil(count / per) if count else 0

@@ -1579,8 +1579,8 @@ class HeteroLogisticRegression:
         ``"ckks"`` (default; TenSEAL, samples in slots), ``"paillier"`` (same protocol with
         Paillier, for comparison) or ``"plain"`` (reference mode: same code, no encryption).
     learning_rate, l2, batch_size, max_epochs:
-        Adam step size, L2 penalty on the (standardised) coefficients, rows per mini-batch (one
-        round trip each), maximum epochs.
+        Adam step size, L2 penalty on the coefficients in the training coordinates, rows per
+        mini-batch (one round trip each; 4096 fills one CKKS ciphertext), number of epochs.
     validation_fraction, patience, tol:
         Early stopping on the (approximate) log-loss of a stratified validation split the bank
         holds out of the training rows; 0 disables it.
@@ -1589,6 +1589,9 @@ class HeteroLogisticRegression:
         in the center's partial predictor (see module docstring).
     center_features, bank_features:
         Subsets of features to use (catalogue names for the center); default all.
+    decorrelate:
+        Each party whitens its own features before training (a local change of coordinates,
+        nothing sent) and maps its coefficients back: far fewer steps to converge.
 
     Fitted attributes: ``coef_`` (bank features), ``intercept_``, ``center_coef_`` (what the
     center revealed for the report, by catalogue name; never saved in the bank's file),
@@ -1822,14 +1825,19 @@ class HeteroScorecard(HeteroLogisticRegression):
         rows = _check_rows(rows, len(session.bank.require_aligned()))
         binning = self.binning
         if binning is None:
-            params = {"backend": "plain" if self.backend == "plain" else "paillier"}
+            params = {
+                "backend": "plain" if self.backend == "plain" else "paillier",
+                "n_jobs": self.n_jobs,
+            }
             params.update(self.binning_params or {})
             binning = FederatedBinning(**params).fit(session, rows)
         elif not hasattr(binning, "iv_table_"):
             raise NotFittedError("binning: pass a fitted FederatedBinning (or None)")
         chosen = binning.select(self.min_iv, self.max_iv)
-        if not chosen["bank"] and not chosen["center"]:
-            raise DataValidationError("min_iv", "no feature reaches the minimum information value")
+        if not chosen["center"]:
+            raise DataValidationError(
+                "min_iv", "no credit-center feature has an information value in range"
+            )
         self.factor_ = float(self.pdo) / math.log(2.0)
         self.offset_ = float(self.base_score) - self.factor_ * math.log(float(self.base_odds))
         info = {
