@@ -112,8 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": args.dataset,
         "command": " ".join([Path(sys.executable).as_posix(), *sys.argv]),
         "machine": machine(),
-        "split": {"test_size": args.test_size, "seed": args.seed, "stratified": True,
-                  "n_train": int(train.size), "n_test": int(test.size)},  # fmt: skip
+        "split": {
+            "test_size": args.test_size,
+            "seed": args.seed,
+            "stratified": True,
+            "n_train": int(train.size),
+            "n_test": int(test.size),
+        },  # fmt: skip
         "runs": {},
     }
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:

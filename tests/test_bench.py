@@ -303,3 +303,15 @@ def test_bad_arguments_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture
     assert not (tmp_path / "o").exists()
     with pytest.raises(SystemExit):
         bench_main(["--suite", "nonsense", "--out", str(tmp_path / "o")])
+
+
+def test_plaintext_timing_imputes_for_linear_models() -> None:
+    from jointcredit.bench.suites import _time_plaintext
+    from jointcredit.learn.plaintext import logistic_classifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3))
+    X[::5, 1] = np.nan
+    X[:, 2] = np.nan  # an all-missing column must not break the reference either
+    y = (rng.random(300) < 0.3).astype(int)
+    assert _time_plaintext(logistic_classifier, X, y, 1) > 0

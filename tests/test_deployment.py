@@ -186,6 +186,16 @@ def test_two_banks_on_a_real_deployment(root):
         }
         trained = {n: outcome(n, p) for n, p in training.items()}
         marks["trained"] = time.monotonic() - t0
+        # The center records a job once it has heard the bank's runner report the end.
+        _wait_for(
+            lambda: all(
+                len(list((root / "c" / "banks" / f"bank-{n}" / "jobs").glob("*.json"))) == 2
+                for n in ("a", "b")
+            ),
+            60,
+            "the center's job records",
+            procs,
+        )
 
         # Meanwhile the node nobody registered was refused by the SuperLink; its join exited.
         joiner = {n: p for n, p, _ in procs.procs}["join-x"]

@@ -512,6 +512,47 @@ def test_bank_that_disconnects_fails_its_job_only(short_tmp, tables):
     assert by_bank["b"]["status"] == "ok"
 
 
+def test_train_then_score_match_in_process(short_tmp, tables):
+    center, bank_a, _ = tables
+    params = {
+        "model": "secureboost",
+        "seed": 1,
+        "hyperparameters": {
+            "n_estimators": 2,
+            "max_depth": 2,
+            "max_bin": 8,
+            "min_child_samples": 5,
+            "backend": "plain",
+            "random_state": 3,
+        },
+    }
+    fed = Federation(short_tmp, center, {"a": bank_a})
+    try:
+        trained = fed.run("a", "train", params)
+        assert trained["status"] == "ok", trained
+        model_file = Path(trained["results_dir"]) / "model.pkl"
+        scored = fed.run("a", "score", {"model_file": str(model_file)})
+        assert scored["status"] == "ok", scored
+    finally:
+        fed.close()
+    session = JointSession.in_process(bank_a, center)
+    reference = jobs.train_job(session, params, short_tmp / "ref")
+    np.testing.assert_allclose(
+        np.load(Path(trained["results_dir"]) / "test_proba.npy"),
+        np.load(short_tmp / "ref" / "test_proba.npy"),
+        rtol=0,
+        atol=1e-12,
+    )
+    assert trained["test"] == reference["test"]
+    # Scoring used the center's model part kept from the training job (a new session).
+    expected = jobs.score_job(
+        session, {"model_file": str(short_tmp / "ref" / "model.pkl")}, short_tmp / "refscore"
+    )
+    assert scored["scored"] == expected["scored"] == trained["intersection_size"]
+    got = (Path(scored["results_dir"]) / "decisions.csv").read_text()
+    assert got == (short_tmp / "refscore" / "decisions.csv").read_text()
+
+
 def test_protocol_not_served_fails_the_step(short_tmp, tables):
     center, bank_a, _ = tables
     fed = Federation(short_tmp, center, {"a": bank_a}, allowed_protocols=("psi",))

@@ -52,7 +52,7 @@ def quality_plot(suite: dict[str, Any], path: Path) -> Path | None:
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel("test AUC")
     ax.set_title("Quality: federated vs centralized vs bank only")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", ncol=3)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 

@@ -67,6 +67,8 @@ from jointcredit.scoring.audit import AuditLog
 _log = logging.getLogger(__name__)
 
 BANK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+JOB_KIND = re.compile(r"^[a-z_]{1,32}$")
 BANKS_FILE = "banks.json"
 AUDIT_FILE = "governance/audit.jsonl"
 ACTOR = "credit_center"
@@ -356,12 +358,18 @@ class CenterService:
         return answer
 
     def _run_job(self, grid: Grid, name: str, node_id: int, step: dict) -> None:
-        job_id = str(step.get("job_id", ""))
+        # The job id and kind come from the bank: they name files here, so check them first.
+        job_id, kind = step.get("job_id"), step.get("kind")
+        if not isinstance(job_id, str) or not JOB_ID.match(job_id):
+            _log.warning("bank %s: refused a job with a malformed id", name)
+            return
+        if not isinstance(kind, str) or not JOB_KIND.match(kind):
+            kind = "unknown"
         record: dict[str, Any] = {
             "job_id": job_id,
             "bank": name,
             "node_id": node_id,
-            "kind": str(step.get("kind", "")),
+            "kind": kind,
             "steps": [],
             "status": "running",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -393,7 +401,13 @@ class CenterService:
                     "outcome": outcome,
                 }
                 answer = self._control(grid, node_id, request)
+                busy_since = time.monotonic()
                 while answer["state"] == "busy":  # the bank computes locally between steps
+                    if time.monotonic() - busy_since > self.config.step_timeout:
+                        raise PartyUnavailableError(
+                            f"the bank computed for more than {self.config.step_timeout:.0f} s "
+                            "between steps"
+                        )
                     answer = self._control(
                         grid, node_id, {"op": "poll", "hold": self.config.hold, "job_id": job_id}
                     )

@@ -332,6 +332,8 @@ class _CkksCenter:
         if not isinstance(public, bytes):
             raise MalformedMessageError("ckks: public context must be bytes")
         self.peer = CKKSPeer.from_public_bytes(public)
+        if self.peer.params.depth < 2:
+            raise ProtocolError("ckks: hetero LR needs a multiplicative depth of 2")
         if self.peer.galois_keys:
             # not needed by this protocol; refusing keeps the 35 MB key transfer out for good
             raise ProtocolError("ckks: the center expects a public context without Galois keys")
