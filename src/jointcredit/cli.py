@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from jointcredit import __version__
+from jointcredit.cli_common import add_party_args, progress
 from jointcredit.errors import JointCreditError
-
-
-def _progress(message: str) -> None:
-    print(f"[jointcredit {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
 
 # --- align -----------------------------------------------------------------------------------
 
@@ -29,7 +24,7 @@ def cmd_align(args: argparse.Namespace) -> int:
     bank, center = workflow.load_parties(
         args.bank, args.center, id_col=args.id_col, id_kind=args.id_kind
     )
-    _progress(f"loaded bank ({bank.n_rows} rows) and center ({center.n_rows} rows); running PSI")
+    progress(f"loaded bank ({bank.n_rows} rows) and center ({center.n_rows} rows); running PSI")
     session = JointSession.in_process(bank, center)
     result = workflow.align(session)
     out = Path(args.out)
@@ -55,12 +50,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.bank, args.center, id_col=args.id_col, id_kind=args.id_kind, label_col=args.label_col
     )
     session = JointSession.in_process(bank, center)
-    _progress("aligning enterprise ids (PSI)")
+    progress("aligning enterprise ids (PSI)")
     alignment = workflow.align(session)
     train_rows, test_rows = workflow.split_rows(
         session.bank.aligned_labels(), test_size=args.test_size, seed=args.seed
     )
-    _progress(f"training {args.model} on {len(train_rows)} rows, testing on {len(test_rows)}")
+    progress(f"training {args.model} on {len(train_rows)} rows, testing on {len(test_rows)}")
     result = workflow.train(session, args.model, train_rows, test_rows, backend=args.backend)
     out = Path(args.out)
     metrics = result["metrics"]
@@ -98,25 +93,11 @@ def _save_center_parts(session, directory: Path) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from jointcredit.demo import run_demo
 
-    run_demo(out=Path(args.out), seed=args.seed, quick=args.quick, progress=_progress)
+    run_demo(out=Path(args.out), seed=args.seed, quick=args.quick, progress=progress)
     return 0
 
 
 # --- parser ----------------------------------------------------------------------------------
-
-
-def _add_party_args(p: argparse.ArgumentParser, *, label: bool) -> None:
-    p.add_argument("--bank", required=True, help="bank table (CSV): id, [label], features")
-    p.add_argument("--center", required=True, help="credit-center table (CSV): id, features")
-    p.add_argument("--id-col", default="id", help="name of the enterprise id column (default: id)")
-    p.add_argument(
-        "--id-kind",
-        choices=("uscc", "plain"),
-        default="uscc",
-        help="uscc: validate 18-character Unified Social Credit Codes; plain: any string",
-    )
-    if label:
-        p.add_argument("--label-col", default="y", help="bank label column, 1 = bad (default: y)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,12 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("align", help="private set intersection of the two parties' ids")
-    _add_party_args(p, label=False)
+    add_party_args(p, label=False)
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=cmd_align)
 
     p = sub.add_parser("train", help="align, split, train a joint model, compare with references")
-    _add_party_args(p, label=True)
+    add_party_args(p, label=True)
     p.add_argument("--model", choices=("logistic", "scorecard", "secureboost"), default="scorecard")
     p.add_argument("--backend", choices=("ckks", "paillier", "plain"), default=None)
     p.add_argument("--test-size", type=float, default=0.3)
@@ -147,20 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smaller data, for a fast look")
     p.set_defaults(func=cmd_demo)
 
-    for extend in _EXTENSIONS:
-        extend(sub)
+    _optional_commands(sub)
     return parser
 
 
-def _federation_commands(sub) -> None:
-    try:
-        from jointcredit.cli_federation import add_federation_commands
-    except ModuleNotFoundError:
-        return
-    add_federation_commands(sub)
+def _optional_commands(sub: argparse._SubParsersAction) -> None:
+    """Command groups that live in their own modules (one concern each)."""
+    from jointcredit.cli_bench import add_bench_commands
+    from jointcredit.cli_federation import add_federation_commands
+    from jointcredit.cli_lifecycle import add_lifecycle_commands
+    from jointcredit.cli_score import add_score_commands
 
-
-_EXTENSIONS = [_federation_commands]
+    for add in (add_score_commands, add_federation_commands, add_bench_commands,
+                add_lifecycle_commands):  # fmt: skip
+        add(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
