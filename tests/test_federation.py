@@ -626,6 +626,11 @@ def test_fast_poll_pacer_backs_off_and_idles_like_flower():
     pacer.message_arrived()
     sleeps = [pacer.duration(3) for _ in range(6)]
     assert sleeps == [0.02, 0.04, 0.08, 0.16, 0.25, 0.25]
+    # Waiting for the ClientApp's reply: 5 ms, growing to 100 ms while the reply takes long.
+    waits = [pacer.duration(0.5) for _ in range(12)]
+    assert waits[0] == fastnode.REPLY_WAIT and waits[-1] == fastnode.REPLY_WAIT_CAP
+    assert waits == sorted(waits)
+    pacer.message_arrived()
     assert pacer.duration(0.5) == fastnode.REPLY_WAIT
     assert pacer.duration(1.7) == 1.7  # anything else untouched
     now["t"] = 61.0  # a minute without messages: idle again

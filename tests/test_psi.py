@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jointcredit.data.schema import PartyTable, TableSchema
+from jointcredit.data.uscc import normalize_ids
 from jointcredit.errors import (
     CryptoError,
     DataValidationError,
@@ -281,6 +282,19 @@ def test_blinded_lists_are_shuffled():
 
 
 # --- bad input ---------------------------------------------------------------------------------
+
+
+def test_normalisation_matches_the_loader():
+    raw = [
+        " 91110000600037341l\t",
+        "\uff19\uff11\uff14\uff14\uff10101MA59XXXX1a",  # full-width digits from a Chinese IME
+        "918587832p12455xh0\u3000",  # ideographic space
+        25115.0,
+        "abc",
+        "ﬁrm-1",  # NFKC expands the ligature
+    ]
+    assert list(ecdh.prepare_ids(raw)) == list(normalize_ids(raw))
+    assert ecdh.prepare_ids(raw)[1] == "91440101MA59XXXX1A"
 
 
 def test_duplicates_after_normalisation_are_rejected_before_any_message():

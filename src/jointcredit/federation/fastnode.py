@@ -15,7 +15,9 @@ seen by that one Flower module for a proxy whose ``sleep``:
 * after an empty pull: backs off from 20 ms doubling to 250 ms while a message arrived in the
   last 60 s (a job is running), and sleeps Flower's own 3 s when idle - so an idle bank costs
   the SuperLink no more than stock Flower;
-* while waiting for the ClientApp's reply (a local check, no network): 5 ms instead of 0.5 s;
+* while waiting for the ClientApp's reply (a local check, no network): 5 ms growing by half
+  each time up to 100 ms, instead of a flat 0.5 s (a bank holding a long poll open for seconds
+  then costs ~10 wake-ups a second, a quick reply is seen within milliseconds);
 * when a message's objects are not yet all at the SuperLink (the center registers a message
   before uploading its payload), retry after 5 ms instead of Flower's initial 1 s back-off.
 
@@ -36,6 +38,7 @@ ACTIVE_WINDOW = 60.0
 FIRST_IDLE_SLEEP = 0.02
 ACTIVE_CAP = 0.25
 REPLY_WAIT = 0.005
+REPLY_WAIT_CAP = 0.1
 OBJECT_BACKOFF = 0.005
 OBJECT_BACKOFF_CAP = 0.2
 _STOCK_IDLE = 3
@@ -51,10 +54,12 @@ class _Pacer:
         self.clock = clock
         self.last_message = -float("inf")
         self.next_idle = FIRST_IDLE_SLEEP
+        self.next_reply_wait = REPLY_WAIT
 
     def message_arrived(self) -> None:
         self.last_message = self.clock()
         self.next_idle = FIRST_IDLE_SLEEP
+        self.next_reply_wait = REPLY_WAIT
 
     def duration(self, requested: float) -> float:
         if requested == _STOCK_IDLE:
@@ -64,7 +69,9 @@ class _Pacer:
             self.next_idle = min(self.next_idle * 2, ACTIVE_CAP)
             return pause
         if requested == _STOCK_REPLY_WAIT:
-            return REPLY_WAIT
+            pause = self.next_reply_wait
+            self.next_reply_wait = min(self.next_reply_wait * 1.5, REPLY_WAIT_CAP)
+            return pause
         return requested
 
 
