@@ -13,6 +13,7 @@ parameters each record carries say exactly what ran).
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 import statistics
@@ -995,15 +996,42 @@ def _prim_ckks(ctx: BenchContext, q: bool, reps: int) -> list[dict[str, Any]]:
     return out
 
 
+def _scoring_record(
+    name: str,
+    note: str,
+    session: Any,
+    fn: Callable[[], Any],
+    rows: np.ndarray,
+    reps: int,
+    **extra: Any,
+) -> dict[str, Any]:
+    mark = session.transcript.mark()
+    rate = _rate(fn, rows.size, reps)
+    cost = session.transcript.since(mark).summary()
+    moved = cost["bytes_center_to_bank"] + cost["bytes_bank_to_center"]
+    return _prim(
+        name, "scoring", note, **rate, rows=int(rows.size),
+        bytes_per_row=moved / reps / rows.size, round_trips_per_call=cost["round_trips"] / reps,
+        **extra,
+    )  # fmt: skip
+
+
 def _prim_scoring(ctx: BenchContext, q: bool, reps: int) -> list[dict[str, Any]]:
-    """Joint scoring throughput of each model type that can score (rows per second)."""
-    out = []
+    """Joint scoring throughput (rows per second) of each model type and scoring protocol.
+
+    Models are trained in the plain reference mode (training cost is not the point here; the
+    scoring protocols are the same whatever backend trained the model).
+    """
+    out: list[dict[str, Any]] = []
     n_rows = 1_000 if q else 12_000
     ds = synthetic_dataset(
         n_enterprises=int(n_rows * 1.25), n_bank_customers=n_rows, overlap=1.0, seed=ctx.seed
     )
     session, _ = open_session(ds)
     rows = np.arange(len(session.aligned_ids))
+    train = rows[: min(2_000, rows.size)]
+    models: dict[str, Any] = {}
+    exact: dict[str, np.ndarray] = {}
     try:
         from jointcredit.learn.boosting import HeteroSecureBoost
     except ImportError as exc:
@@ -1012,33 +1040,58 @@ def _prim_scoring(ctx: BenchContext, q: bool, reps: int) -> list[dict[str, Any]]
         )
     else:
         params = {**(_BOOST_QUICK if q else _BOOST_FULL), "backend": "plain"}
-        model = HeteroSecureBoost(**params).fit(session, rows[: min(2_000, rows.size)])
-        mark = session.transcript.mark()
-        rate = _rate(lambda: model.predict_proba(session, rows), rows.size, reps)
-        cost = session.transcript.since(mark).summary()
+        boost = HeteroSecureBoost(**params).fit(session, train)
+        models["secureboost"] = boost
         out.append(
-            _prim(
-                "secureboost_predict", "scoring",
-                "joint routing: center sends leaf-reachability bits; scores stay at the bank",
-                **rate, rows=int(rows.size), trees=params["n_estimators"],
-                bytes_per_row=(cost["bytes_center_to_bank"] + cost["bytes_bank_to_center"]) / reps / rows.size,
-                round_trips_per_call=cost["round_trips"] / reps,
+            _scoring_record(
+                "secureboost_predict",
+                "joint routing (secureboost_predict): the center sends leaf-reachability bits; "
+                "scores stay at the bank", session,
+                lambda: exact.__setitem__("secureboost", boost.decision_function(session, rows)),
+                rows, reps, trees=params["n_estimators"],
             )
         )  # fmt: skip
     try:
-        importlib.import_module("jointcredit.scoring.encrypted")
+        from jointcredit.learn.linear import HeteroLogisticRegression
+    except ImportError as exc:
+        out.append(not_available(f"logistic: {exc}", name="logistic_predict", group="scoring"))
+    else:
+        lr = HeteroLogisticRegression(backend="plain", max_epochs=2, validation_fraction=0.0)
+        lr.fit(session, train)
+        models["linear"] = lr
+        lr_scoring = copy.copy(lr)  # same fitted model, scored through the CKKS backend
+        lr_scoring.backend = "ckks"
+        out.append(
+            _scoring_record(
+                "logistic_predict",
+                "hetero_lr_predict under CKKS: the bank's partial scores encrypted, the center "
+                "adds its own", session,
+                lambda: exact.__setitem__("linear", lr_scoring.decision_function(session, rows)),
+                rows, reps, features=len(lr.coef_) + len(lr.center_features_),
+            )
+        )  # fmt: skip
+    try:
+        from jointcredit.scoring.encrypted import ScoreBank
     except ImportError as exc:
         out.append(not_available(f"jointcredit.scoring.encrypted is not importable ({exc})",
                                  name="encrypted_scoring", group="scoring"))  # fmt: skip
-    else:
-        out.extend(_encrypted_scoring(session, rows, q, reps))
+        return out
+    for kind, model in models.items():
+        result: dict[str, Any] = {}
+
+        def once(model: Any = model, result: dict[str, Any] = result) -> None:
+            side = ScoreBank(session.bank, model=model, rows=rows, backend="ckks")
+            session.run(side)
+            result["logits"] = side.logits
+
+        rec = _scoring_record(
+            f"encrypted_scoring_{kind}",
+            "pre-authorization scoring protocol 'score' (CKKS): the bank decrypts only totals",
+            session, once, rows, reps,
+        )  # fmt: skip
+        got = np.asarray(result["logits"], dtype=np.float64)
+        ref = exact.get(kind)
+        if ref is not None and got.shape == ref.shape:
+            rec["max_abs_logit_error_vs_exact"] = float(np.max(np.abs(got - ref)))
+        out.append(rec)
     return out
-
-
-def _encrypted_scoring(session: Any, rows: np.ndarray, q: bool, reps: int) -> list[dict[str, Any]]:
-    return [
-        not_available(
-            "encrypted scoring landed but the benchmark adapter has not been written yet",
-            name="encrypted_scoring", group="scoring",
-        )
-    ]  # fmt: skip

@@ -55,7 +55,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import tenseal as ts
 
 from jointcredit.crypto.ckks import CKKSKeyOwner, CKKSParams, CKKSPeer, deserialize_vectors
 from jointcredit.errors import (
@@ -108,7 +107,7 @@ FLOOD_STD = 2.0**-16
 MAX_NOISE_STD = 8.0
 #: Reason-code slot meaning "no category".
 NO_CODE = 255
-#: Enterprises x encrypted columns per message (~120 MB of ciphertext at 57 bytes per slot).
+#: Enterprises x encrypted slots per message (~60 MB of seeded ciphertexts at ~28 bytes a slot).
 DEFAULT_BATCH_SLOTS = 2**21
 
 #: Keys of ``CenterParty.services`` the center half reads (configured by the center's operator).
@@ -289,6 +288,12 @@ class _BoostBankView:
 
 def bank_view(model: Any) -> _LinearBankView | _BoostBankView:
     """The bank's view of a fitted joint model (estimator, model dict or BankBoostModel)."""
+    from jointcredit.learn.linear import HeteroLogisticRegression
+
+    if isinstance(model, HeteroLogisticRegression):
+        # the base class's dict has all scoring needs (the scorecard's adds its points table,
+        # which a scorecard loaded from disk does not rebuild)
+        return _LinearBankView(HeteroLogisticRegression.bank_model(model))
     if hasattr(model, "bank_model") and callable(model.bank_model):
         return _LinearBankView(model.bank_model())
     if isinstance(model, dict):
@@ -304,6 +309,13 @@ def bank_view(model: Any) -> _LinearBankView | _BoostBankView:
 # ============================================================================================
 # crypto backends: CKKS and the identity reference
 # ============================================================================================
+#
+# Packing. The linear protocol sends one real column (the bank's partial predictor) in TenSEAL's
+# real slots. SecureBoost sends many columns, so the bank packs two of them into the complex
+# slots SEAL offers (z = a + i b, N/2 complex values per ciphertext); the center multiplies by
+# the complex plaintext w = e_a - i e_b, so Re(z w) = a e_a + b e_b, sums, and adds the complex
+# conjugate (one Galois key, no rotations) to cancel the imaginary part a e_b... - b e_a, which
+# would otherwise show the bank the center's 0/1 indicators. The bank reads 2 Re(total).
 
 
 def _check_float_array(wire: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -314,6 +326,28 @@ def _check_float_array(wire: Any, shape: tuple[int, ...], what: str) -> np.ndarr
     return wire
 
 
+def _os_normal(count: int, std: float) -> np.ndarray:
+    """Gaussian noise from OS randomness (Box-Muller): noise that hides values from the key
+    holder must not come from a PRNG whose state its outputs could reveal."""
+    if std <= 0:
+        return np.zeros(count)
+    u = np.frombuffer(os.urandom(16 * count), dtype=np.uint64).reshape(2, count) >> np.uint64(11)
+    u1 = (u[0].astype(np.float64) + 1.0) * 2.0**-53  # (0, 1]
+    u2 = u[1].astype(np.float64) * 2.0**-53
+    return std * np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
+def _chunk_sizes(n: int, slots: int) -> list[int]:
+    return [min(slots, n - i) for i in range(0, n, slots)]
+
+
+def _pairs(M: np.ndarray) -> np.ndarray:
+    """Columns (0, 1), (2, 3), ... as complex columns ``a + i b`` (a zero pads an odd count)."""
+    if M.shape[1] % 2:
+        M = np.hstack([M, np.zeros((M.shape[0], 1))])
+    return M[:, 0::2] + 1j * M[:, 1::2]
+
+
 class _PlainOwner:
     backend = "plain"
     slots = SCORING_CKKS_PARAMS.slots
@@ -321,10 +355,13 @@ class _PlainOwner:
     def public(self) -> None:
         return None
 
-    def encrypt(self, M: np.ndarray) -> np.ndarray:
+    def conjugation_key(self) -> None:
+        return None
+
+    def encrypt(self, M: np.ndarray, *, packed: bool = False) -> np.ndarray:
         return np.ascontiguousarray(M.T, dtype=np.float64)
 
-    def encrypt_async(self, M: np.ndarray) -> Callable[[], np.ndarray]:
+    def encrypt_async(self, M: np.ndarray, *, packed: bool = False) -> Callable[[], np.ndarray]:
         out = self.encrypt(M)
         return lambda: out
 
@@ -334,13 +371,13 @@ class _PlainOwner:
     def close(self) -> None:
         pass
 
-    def decrypt(self, wire: Any, n: int) -> np.ndarray:
+    def decrypt(self, wire: Any, n: int, *, packed: bool = False) -> np.ndarray:
         return _check_float_array(wire, (n,), "scores").copy()
 
 
 class _PlainPeer:
-    def __init__(self, public: Any) -> None:
-        if public is not None:
+    def __init__(self, public: Any, galois: Any = None) -> None:
+        if public is not None or galois is not None:
             raise MalformedMessageError("score/start.ok: the plain backend carries no key")
 
     def load(self, wire: Any, n: int, k: int) -> np.ndarray:
@@ -356,6 +393,170 @@ class _PlainPeer:
         if noise_std > 0:
             acc = acc + np.random.default_rng().normal(0.0, noise_std, acc.size)
         return np.asarray(acc, dtype=np.float64)
+
+
+# --- SEAL objects through TenSEAL's bindings -------------------------------------------------
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if not value:
+            out.append(byte)
+            return bytes(out)
+        out.append(byte | 0x80)
+
+
+def _tenseal_vector_bytes(seal_bytes: bytes, size: int, scale: float) -> bytes:
+    """A SEAL ciphertext as TenSEAL serializes a one-chunk ``CKKSVector`` (protobuf
+    ``CKKSVectorProto``: 1 = sizes, 2 = ciphertexts, 3 = scale); tests pin it against TenSEAL."""
+    sizes = _varint(size)
+    return b"".join(
+        [b"\x0a", _varint(len(sizes)), sizes, b"\x12", _varint(len(seal_bytes)), seal_bytes,
+         b"\x19", struct.pack("<d", scale)]
+    )  # fmt: skip
+
+
+def _frame(blobs: Sequence[bytes]) -> bytes:
+    # the framing of jointcredit.crypto.ckks.serialize_vectors, for vectors serialized here
+    # (tests check that both give the same bytes)
+    parts = [b"JCKV\x01", struct.pack(">I", len(blobs))]
+    for blob in blobs:
+        parts += [struct.pack(">I", len(blob)), blob]
+    return b"".join(parts)
+
+
+class _SealFile:
+    """TenSEAL's SEAL bindings (de)serialize only through a path: one private temporary file
+    (in ``/dev/shm`` when available) that only ever holds public material (ciphertexts, the
+    conjugation key), never the secret key."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        shm = "/dev/shm"
+        folder = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+        fd, self.path = tempfile.mkstemp(prefix="jointcredit-seal-", dir=folder)
+        os.close(fd)
+
+    def dump(self, obj: Any) -> bytes:
+        obj.save(self.path)
+        with open(self.path, "rb") as fh:
+            return fh.read()
+
+    def load(self, obj: Any, seal_context: Any, data: bytes) -> Any:
+        with open(self.path, "wb") as fh:
+            fh.write(data)
+        obj.load(seal_context, self.path)
+        return obj
+
+    def close(self) -> None:
+        path, self.path = getattr(self, "path", None), None
+        if path:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class SeededEncryptor:
+    """Secret-key CKKS encryption with a seeded second component, for the key owner only.
+
+    The bank holds the secret key, so it may encrypt symmetrically: SEAL then replaces the
+    uniformly random half of each ciphertext by the seed it was drawn from. Measured here: half
+    the bytes (114 kB instead of 235 kB per ciphertext at N = 8192) and ~40 % less CPU than
+    TenSEAL's public-key encryption; the receiver's TenSEAL expands the seed when it loads the
+    vector. Values may be complex (two real columns per slot). The output is a TenSEAL vector
+    serialization, so the center reads it with :func:`jointcredit.crypto.ckks.
+    deserialize_vectors` like any other vector. On creation the encryptor checks a round trip
+    through TenSEAL; if that fails (another TenSEAL version) ``ok`` is false and callers fall
+    back to the owner's public-key encryption (real values only).
+    """
+
+    def __init__(self, owner: CKKSKeyOwner) -> None:
+        import tenseal.sealapi as sealapi
+
+        self._sealapi = sealapi
+        self.owner = owner
+        seal_context = owner.context.seal_context().data
+        self._encoder = sealapi.CKKSEncoder(seal_context)
+        self._encryptor = sealapi.Encryptor(seal_context, owner.context.data.secret_key())
+        self._scale = float(2.0**owner.params.global_scale_bits)
+        self._file = _SealFile()
+        self.ok = self._self_test()
+
+    def _self_test(self) -> bool:
+        probe = np.linspace(-1.0, 1.0, 7)
+        try:
+            (vector,) = deserialize_vectors(self.owner, _frame([self.encrypt(probe)]))
+            back = self.owner.decrypt([vector], probe.size)
+        except Exception:  # noqa: BLE001 - any failure means "use the public-key path"
+            return False
+        return bool(np.allclose(back, probe, atol=1e-6))
+
+    def encrypt(self, values: np.ndarray) -> bytes:
+        """One serialized vector of at most ``slots`` real or complex values."""
+        plain = self._sealapi.Plaintext()
+        self._encoder.encode(np.asarray(values).tolist(), self._scale, plain)
+        body = self._file.dump(self._encryptor.encrypt_symmetric(plain))
+        return _tenseal_vector_bytes(body, len(values), self._scale)
+
+    def conjugation_key(self) -> bytes:
+        """The Galois key of complex conjugation only (no rotation keys), serialized."""
+        sealapi = self._sealapi
+        seal_context = self.owner.context.seal_context().data
+        keys = sealapi.GaloisKeys()
+        generator = sealapi.KeyGenerator(seal_context, self.owner.context.data.secret_key())
+        generator.create_galois_keys([2 * self.owner.params.poly_modulus_degree - 1], keys)
+        return self._file.dump(keys)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _encrypt_columns(owner: CKKSKeyOwner, seeded: SeededEncryptor | None, M: np.ndarray) -> bytes:
+    slots = owner.slots
+    blobs = []
+    for j in range(M.shape[1]):
+        for lo in range(0, M.shape[0], slots):
+            chunk = M[lo : lo + slots, j]
+            if seeded is not None and seeded.ok:
+                blobs.append(seeded.encrypt(chunk))
+            elif np.iscomplexobj(chunk):
+                raise CryptoError("score: complex packing needs the seeded encryptor")
+            else:
+                blobs += [v.serialize() for v in owner.encrypt(chunk)]
+    return _frame(blobs)
+
+
+# --- the bank's encryption workers (its own processes: they hold the secret context) ---------
+
+_WORKER: tuple[CKKSKeyOwner, SeededEncryptor] | None = None
+
+
+def _worker_init(owner_bytes: bytes) -> None:
+    global _WORKER
+    owner = CKKSKeyOwner.from_bytes(owner_bytes, n_threads=1)
+    _WORKER = (owner, SeededEncryptor(owner))
+
+
+def _worker_encrypt(chunks: list[np.ndarray]) -> list[bytes]:
+    """Encrypt and serialize each chunk (one ciphertext's worth of one column)."""
+    if _WORKER is None:  # pragma: no cover - the initializer always runs first
+        raise RuntimeError("encryption worker used before its initializer")
+    owner, seeded = _WORKER
+    out = []
+    for chunk in chunks:
+        if seeded.ok:
+            out.append(seeded.encrypt(chunk))
+        elif np.iscomplexobj(chunk):
+            raise CryptoError("score: complex packing needs the seeded encryptor")
+        else:
+            out += [v.serialize() for v in owner.encrypt(chunk)]
+    return out
 
 
 class _CkksOwner:
@@ -393,6 +594,11 @@ class _CkksOwner:
     def public(self) -> bytes:
         return self.owner.public_context_bytes()
 
+    def conjugation_key(self) -> bytes:
+        if not self.seeded.ok:
+            raise CryptoError("score: this TenSEAL cannot build the conjugation key")
+        return self.seeded.conjugation_key()
+
     def start_pool(self, n_vectors: int) -> None:
         """Start ``n_jobs`` encryption processes if the job is big enough to pay for them."""
         if self.n_jobs <= 1 or n_vectors < self.POOL_MIN_VECTORS or self._pool is not None:
@@ -421,20 +627,23 @@ class _CkksOwner:
         if not np.isfinite(M).all():
             raise EncodingOverflowError("score: NaN or infinite values cannot be encrypted")
         total = np.abs(M).sum(axis=1) if M.size else np.zeros(0)
-        if total.size and total.max() >= self.owner.params.max_abs:
+        if total.size and total.max() >= self.owner.params.max_abs / 2:
             raise EncodingOverflowError(
                 f"score: a sum of |bank columns| {total.max():.6g} reaches "
-                f"{self.owner.params.max_abs:.6g}, the largest result these parameters hold"
+                f"{self.owner.params.max_abs / 2:.6g}, the largest result these parameters hold"
             )
 
-    def encrypt(self, M: np.ndarray) -> bytes:
-        return self.encrypt_async(M)()
+    def encrypt(self, M: np.ndarray, *, packed: bool = False) -> bytes:
+        return self.encrypt_async(M, packed=packed)()
 
-    def encrypt_async(self, M: np.ndarray) -> Callable[[], bytes]:
-        """Start encrypting ``M`` column by column (each chunked over the slots); the returned
-        function waits for and returns the serialized vectors. With worker processes the bank
-        can encrypt the next batch while the center works on the current one."""
+    def encrypt_async(self, M: np.ndarray, *, packed: bool = False) -> Callable[[], bytes]:
+        """Start encrypting ``M`` column by column (each chunked over the slots; with
+        ``packed`` two columns per complex slot); the returned function waits for and returns the
+        framed vectors. With worker processes the bank encrypts the next batch while the center
+        works on the current one."""
         self._check(M)
+        if packed:
+            M = _pairs(M)
         if self._pool is None:
             blob = _encrypt_columns(self.owner, self.seeded, M)
             return lambda: blob
@@ -459,7 +668,7 @@ class _CkksOwner:
 
         return wait
 
-    def decrypt(self, wire: Any, n: int) -> np.ndarray:
+    def decrypt(self, wire: Any, n: int, *, packed: bool = False) -> np.ndarray:
         if not isinstance(wire, bytes):
             raise MalformedMessageError("score/scores: expected serialized CKKS vectors")
         vectors = self.owner.deserialize_vectors(wire)
@@ -469,206 +678,129 @@ class _CkksOwner:
         out = self.owner.decrypt(vectors, n)
         if not np.isfinite(out).all():
             raise MalformedMessageError("score/scores: decryption gave non-finite values")
-        return out
-
-
-# --- seeded secret-key encryption for the key owner ---------------------------------------
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if not value:
-            out.append(byte)
-            return bytes(out)
-        out.append(byte | 0x80)
-
-
-class SeededEncryptor:
-    """Secret-key CKKS encryption with a seeded second component, for the key owner only.
-
-    The bank holds the secret key, so it may encrypt symmetrically: SEAL then replaces the
-    uniformly random half of each ciphertext by the seed it was drawn from. Measured here: half
-    the bytes (114 kB instead of 235 kB per 4096 slots at N = 8192) and ~40 % less CPU than
-    TenSEAL's public-key encryption; the receiver's TenSEAL expands the seed when it loads the
-    vector. The output is a TenSEAL ``CKKSVector`` serialization (protobuf: chunk size, SEAL
-    ciphertext, scale), so the center reads it with :func:`jointcredit.crypto.ckks.
-    deserialize_vectors` like any other vector.
-
-    TenSEAL exposes SEAL's seeded ciphertexts only through ``save(path)``: each ciphertext goes
-    through one private temporary file (``/dev/shm`` when available) holding nothing secret.
-    On creation the encryptor checks a round trip through TenSEAL; if that fails (another
-    TenSEAL version) ``ok`` is false and callers use the owner's public-key encryption.
-    """
-
-    def __init__(self, owner: CKKSKeyOwner) -> None:
-        import tempfile
-
-        import tenseal.sealapi as sealapi
-
-        self._sealapi = sealapi
-        self.owner = owner
-        seal_context = owner.context.seal_context().data
-        self._encoder = sealapi.CKKSEncoder(seal_context)
-        self._encryptor = sealapi.Encryptor(seal_context, owner.context.data.secret_key())
-        self._scale = float(2.0**owner.params.global_scale_bits)
-        folder = (
-            "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-        )
-        fd, self._path = tempfile.mkstemp(prefix="jointcredit-ckks-", dir=folder)
-        os.close(fd)
-        self.ok = self._self_test()
-
-    def _self_test(self) -> bool:
-        probe = np.linspace(-1.0, 1.0, 7)
-        try:
-            (vector,) = deserialize_vectors(self.owner, _frame([self.encrypt(probe)]))
-            back = self.owner.decrypt([vector], probe.size)
-        except Exception:  # noqa: BLE001 - any failure means "use the public-key path"
-            return False
-        return bool(np.allclose(back, probe, atol=1e-6))
-
-    def encrypt(self, values: np.ndarray) -> bytes:
-        """One serialized vector of at most ``slots`` values."""
-        sealapi = self._sealapi
-        plain = sealapi.Plaintext()
-        self._encoder.encode(np.asarray(values, dtype=np.float64).tolist(), self._scale, plain)
-        self._encryptor.encrypt_symmetric(plain).save(self._path)
-        with open(self._path, "rb") as fh:
-            body = fh.read()
-        sizes = _varint(len(values))
-        return b"".join(
-            [b"\x0a", _varint(len(sizes)), sizes, b"\x12", _varint(len(body)), body,
-             b"\x19", struct.pack("<d", self._scale)]
-        )  # fmt: skip
-
-    def close(self) -> None:
-        path, self._path = getattr(self, "_path", None), None
-        if path:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-
-    def __del__(self) -> None:
-        self.close()
-
-
-def _encrypt_columns(owner: CKKSKeyOwner, seeded: SeededEncryptor | None, M: np.ndarray) -> bytes:
-    slots = owner.slots
-    blobs = []
-    for j in range(M.shape[1]):
-        for lo in range(0, M.shape[0], slots):
-            chunk = M[lo : lo + slots, j]
-            if seeded is not None and seeded.ok:
-                blobs.append(seeded.encrypt(chunk))
-            else:
-                blobs += [v.serialize() for v in owner.encrypt(chunk)]
-    return _frame(blobs)
-
-
-# --- the bank's encryption workers (its own processes: they hold the secret context) ---------
-
-_WORKER: tuple[CKKSKeyOwner, SeededEncryptor] | None = None
-
-
-def _worker_init(owner_bytes: bytes) -> None:
-    global _WORKER
-    owner = CKKSKeyOwner.from_bytes(owner_bytes, n_threads=1)
-    _WORKER = (owner, SeededEncryptor(owner))
-
-
-def _worker_encrypt(columns: list[np.ndarray]) -> list[bytes]:
-    """Encrypt and serialize each column (at most one ciphertext's worth)."""
-    if _WORKER is None:  # pragma: no cover - the initializer always runs first
-        raise RuntimeError("encryption worker used before its initializer")
-    owner, seeded = _WORKER
-    out = []
-    for col in columns:
-        if seeded.ok:
-            out.append(seeded.encrypt(col))
-        else:
-            out += [v.serialize() for v in owner.encrypt(col)]
-    return out
-
-
-def _frame(blobs: Sequence[bytes]) -> bytes:
-    # the framing of jointcredit.crypto.ckks.serialize_vectors, for vectors serialized here
-    # (tests check that both give the same bytes)
-    parts = [b"JCKV\x01", struct.pack(">I", len(blobs))]
-    for blob in blobs:
-        parts += [struct.pack(">I", len(blob)), blob]
-    return b"".join(parts)
-
-
-def _chunk_sizes(n: int, slots: int) -> list[int]:
-    return [min(slots, n - i) for i in range(0, n, slots)]
+        return out / 2.0 if packed else out  # packed: total + its conjugate = 2 Re(total)
 
 
 class _CkksPeer:
-    def __init__(self, public: Any, *, multiply: bool) -> None:
+    """The center's CKKS arithmetic on the bank's vectors (public context, no secret key)."""
+
+    #: A conjugation key is ~0.7 MB at N = 8192; a full rotation key set is ~35 MB.
+    MAX_GALOIS_BYTES = 4_000_000
+
+    def __init__(self, public: Any, galois: Any = None, *, multiply: bool) -> None:
         if not isinstance(public, bytes):
             raise MalformedMessageError("score/start.ok: public must be a CKKS public context")
         self.peer = CKKSPeer.from_public_bytes(public)
-        if multiply:
-            if self.peer.params.depth < 1:
-                raise KeyPolicyError(
-                    "coeff_mod_bit_sizes: SecureBoost scoring needs one multiplication (depth 1)"
-                )
-            # products stay at scale^2 and are summed; the key owner decrypts them unrescaled,
-            # which saves an inverse NTT and an NTT per product
-            self.peer.context.auto_rescale = False
-            if 2 * self.peer.params.global_scale_bits + 20 > sum(
-                self.peer.params.coeff_mod_bit_sizes[:-1]
-            ):
-                raise KeyPolicyError(
-                    "coeff_mod_bit_sizes: too small to hold unrescaled products with 2^19 range"
-                )
+        self.packed = multiply
+        if not multiply:
+            if galois is not None:
+                raise MalformedMessageError("score/start.ok: a linear job carries no Galois key")
+            return
+        params = self.peer.params
+        if params.depth < 1:
+            raise KeyPolicyError(
+                "coeff_mod_bit_sizes: SecureBoost scoring needs one multiplication (depth 1)"
+            )
+        # products stay at scale^2 and are summed; the key owner decrypts them unrescaled
+        if 2 * params.global_scale_bits + 20 > sum(params.coeff_mod_bit_sizes[:-1]):
+            raise KeyPolicyError(
+                "coeff_mod_bit_sizes: too small to hold unrescaled products with 2^19 range"
+            )
+        if not isinstance(galois, bytes) or not 0 < len(galois) <= self.MAX_GALOIS_BYTES:
+            raise MalformedMessageError("score/start.ok: galois must be a conjugation key")
+        import tenseal.sealapi as sealapi
+
+        self._sealapi = sealapi
+        self._seal_context = self.peer.context.seal_context().data
+        self._file = _SealFile()
+        try:
+            self._galois = self._file.load(sealapi.GaloisKeys(), self._seal_context, galois)
+        except Exception as exc:  # SEAL refuses keys of other parameters / garbage
+            raise MalformedMessageError(f"score/start.ok: galois key refused ({exc})") from exc
+        self._evaluator = sealapi.Evaluator(self._seal_context)
+        self._encoder = sealapi.CKKSEncoder(self._seal_context)
+        self._encryptor = sealapi.Encryptor(self._seal_context, self.peer.context.data.public_key())
+        self._scale = float(2.0**params.global_scale_bits)
 
     @property
     def slots(self) -> int:
         return self.peer.slots
 
+    def close(self) -> None:
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+
     def load(self, wire: Any, n: int, k: int) -> list[list[Any]]:
+        """The bank's vectors: ``k`` columns (``ceil(k / 2)`` complex ones when packed)."""
         if not isinstance(wire, bytes):
             raise MalformedMessageError("score/vectors: expected serialized CKKS vectors")
         vectors = self.peer.deserialize_vectors(wire)
         sizes = _chunk_sizes(n, self.slots)
-        if [v.size() for v in vectors] != sizes * k:
+        columns = -(-k // 2) if self.packed else k
+        if [v.size() for v in vectors] != sizes * columns:
             raise MalformedMessageError(
-                f"score/vectors: expected {k} column(s) of vectors sized {sizes}"
+                f"score/vectors: expected {columns} column(s) of vectors sized {sizes}"
             )
         c = len(sizes)
-        return [vectors[j * c : (j + 1) * c] for j in range(k)]
+        return [vectors[j * c : (j + 1) * c] for j in range(columns)]
 
     def add_plain(self, enc: list[list[Any]], z: np.ndarray) -> list[Any]:
         return self.peer.add_plain(enc[0], z)
 
     def masked_sum(self, enc: list[list[Any]], E: np.ndarray) -> list[Any]:
+        """Per chunk: sum over complex columns of ``z * (e_a - i e_b)``, at scale^2."""
+        sealapi = self._sealapi
+        W = _pairs(E).conj()
         sizes = _chunk_sizes(E.shape[0], self.slots)
         bounds = np.cumsum([0, *sizes])
         acc: list[Any] = []
         for c in range(len(sizes)):
-            block = E[bounds[c] : bounds[c + 1]]
+            block = W[bounds[c] : bounds[c + 1]]
             total = None
             for j in range(len(enc)):
-                if not block[:, j].any():
-                    continue  # no enterprise of this chunk takes this split's left branch
-                # the wrapped C++ vector takes the list directly (no PlainTensor round trip)
-                product = enc[j][c].data.mul_plain(block[:, j].tolist())
+                w = block[:, j]
+                if not w.any():
+                    continue  # no enterprise of this chunk takes either split's left branch
+                ct = enc[j][c].ciphertext()[0]
+                plain = sealapi.Plaintext()
+                self._encoder.encode(w.tolist(), ct.parms_id(), self._scale, plain)
+                product = sealapi.Ciphertext()
+                self._evaluator.multiply_plain(ct, plain, product)
                 if total is None:
                     total = product
                 else:
-                    total.add_(product)
-            if total is None:  # nothing to add up: answer with an encryption of zero
-                acc.append(self.peer.encrypt(np.zeros(sizes[c]))[0])
-            else:
-                acc.append(ts.CKKSVector(data=total))
+                    self._evaluator.add_inplace(total, product)
+            if total is None:  # nothing to add up: an encryption of zero answers
+                total = self._encrypt(np.zeros(sizes[c], dtype=complex), None, self._scale**2)
+            acc.append((total, sizes[c]))
         return acc
+
+    def _encrypt(self, values: np.ndarray, parms_id: Any, scale: float) -> Any:
+        sealapi = self._sealapi
+        plain = sealapi.Plaintext()
+        if parms_id is None:
+            self._encoder.encode(values.tolist(), scale, plain)
+        else:
+            self._encoder.encode(values.tolist(), parms_id, scale, plain)
+        out = sealapi.Ciphertext()
+        self._encryptor.encrypt(plain, out)
+        return out
 
     def finish(self, acc: list[Any], noise_std: float, flood_std: float) -> bytes:
         std = math.sqrt(noise_std**2 + flood_std**2)
-        return self.peer.serialize_vectors(self.peer.rerandomize(acc, noise_std=std))
+        if not self.packed:
+            return self.peer.serialize_vectors(self.peer.rerandomize(acc, noise_std=std))
+        blobs = []
+        for total, size in acc:
+            conj = self._sealapi.Ciphertext()
+            self._evaluator.complex_conjugate(total, self._galois, conj)
+            self._evaluator.add_inplace(total, conj)  # 2 Re(total), imaginary parts cancel
+            # fresh public-key encryption of noise: hides the ciphertext's randomness, floods the
+            # CKKS error; the real part carries the output noise (x2: the bank halves)
+            noise = 2.0 * _os_normal(size, std) + 1j * _os_normal(size, 2.0 * flood_std)
+            self._evaluator.add_inplace(total, self._encrypt(noise, total.parms_id(), total.scale))
+            blobs.append(_tenseal_vector_bytes(self._file.dump(total), size, total.scale))
+        return _frame(blobs)
 
 
 def _owner(backend: str, params: CKKSParams | None, n_jobs: int) -> _PlainOwner | _CkksOwner:
@@ -871,7 +1003,7 @@ class ScoreCenter:
             channel.request("start", {"version": WIRE_VERSION, "n_aligned": int(len(aligned))}),
             "score/start.ok",
             ("version", "model_id", "kind", "rows", "purpose", "output", "noise_std", "backend",
-             "public", "columns", "nodes", "batch_rows"),
+             "public", "galois", "columns", "nodes", "batch_rows"),
         )  # fmt: skip
         if job["version"] != WIRE_VERSION:
             raise ProtocolError(f"score: unsupported wire version {job['version']!r}")
@@ -892,6 +1024,12 @@ class ScoreCenter:
         if part is None:
             raise ProtocolError(f"score: no model {model_id!r} at the center")
         view = (_LinearCenterView if job["kind"] == "linear" else _BoostCenterView)(part, job)
+        # the bank's keys are checked before anything is charged or computed
+        peer = (
+            _CkksPeer(job["public"], job["galois"], multiply=view.kind == "secureboost")
+            if job["backend"] == "ckks"
+            else _PlainPeer(job["public"], job["galois"])
+        )
 
         # governance before any cryptography: consent filter, budget charge, audit line
         ids = np.asarray(aligned, dtype=object)[rows]
@@ -912,6 +1050,8 @@ class ScoreCenter:
                     noise_std=noise_std,
                 )
             except BudgetExhaustedError as exc:
+                if hasattr(peer, "close"):
+                    peer.close()
                 channel.request("refused", {"reason": "budget_exhausted", "message": str(exc)})
                 raise
             row_of = {str(i): int(r) for i, r in zip(ids, rows, strict=True)}
@@ -946,29 +1086,30 @@ class ScoreCenter:
             "score/admitted.ok",
             ("batch", "vectors"),
         )  # fmt: skip
-        peer = (
-            _CkksPeer(job["public"], multiply=view.kind == "secureboost")
-            if job["backend"] == "ckks"
-            else _PlainPeer(job["public"])
-        )
         plan = _batches(int(allowed.size), batch_rows)
         scored = 0
-        for b, (lo, hi) in enumerate(plan):
-            if reply["batch"] != b:
-                raise ProtocolError(f"score: expected batch {b}, got {reply['batch']!r}")
-            enc = peer.load(reply["vectors"], hi - lo, columns)
-            if view.kind == "linear":
-                acc = peer.add_plain(enc, plain[lo:hi])
-            else:
-                acc = peer.masked_sum(enc, plain[lo:hi])
-            del enc
-            wire = peer.finish(acc, noise_std, policy.flood_std)
-            reply = _require(
-                channel.request("scores", {"batch": b, "scores": wire, "reasons": codes[lo:hi]}),
-                "score/scores.ok",
-                ("batch",),
-            )
-            scored += hi - lo
+        try:
+            for b, (lo, hi) in enumerate(plan):
+                if reply["batch"] != b:
+                    raise ProtocolError(f"score: expected batch {b}, got {reply['batch']!r}")
+                enc = peer.load(reply["vectors"], hi - lo, columns)
+                if view.kind == "linear":
+                    acc = peer.add_plain(enc, plain[lo:hi])
+                else:
+                    acc = peer.masked_sum(enc, plain[lo:hi])
+                del enc
+                wire = peer.finish(acc, noise_std, policy.flood_std)
+                reply = _require(
+                    channel.request(
+                        "scores", {"batch": b, "scores": wire, "reasons": codes[lo:hi]}
+                    ),
+                    "score/scores.ok",
+                    ("batch",),
+                )
+                scored += hi - lo
+        finally:
+            if hasattr(peer, "close"):
+                peer.close()
         if plan == [] and reply["batch"] is not None:
             raise ProtocolError("score: the bank sent vectors for an empty job")
         if reply["batch"] is not None:
@@ -1092,7 +1233,9 @@ class ScoreBank:
         if msg["n_aligned"] != len(self.bank.require_aligned()):
             raise ProtocolError("score: the parties' intersections differ")
         crypto = _owner(self.backend, self.ckks_params, self.n_jobs)
-        k = max(1, self.view.n_columns)
+        self._packed = self.view.kind == "secureboost"
+        # encrypted slots per enterprise: SecureBoost packs two columns per complex slot
+        k = max(1, -(-self.view.n_columns // 2) if self._packed else self.view.n_columns)
         slots = crypto.slots
         batch = self.batch_rows or max(slots, (DEFAULT_BATCH_SLOTS // k) // slots * slots)
         self.batch_rows = int(batch)
@@ -1108,6 +1251,8 @@ class ScoreBank:
             "noise_std": self.requested_noise if self.output == "noise" else 0.0,
             "backend": self.backend,
             "public": crypto.public(),
+            # SecureBoost: two columns per complex slot, and the key to conjugate the total
+            "galois": crypto.conjugation_key() if self.view.kind == "secureboost" else None,
             "columns": self.view.n_columns,
             "nodes": self.view.nodes,
             "batch_rows": self.batch_rows,
@@ -1145,9 +1290,8 @@ class ScoreBank:
         self._logits = np.zeros(allowed.size)
         self._codes = np.full((allowed.size, 9), NO_CODE, dtype=np.uint8)
         slots = self.crypto.slots
-        self.crypto.start_pool(
-            sum(-(-(hi - lo) // slots) for lo, hi in self._plan) * max(1, self.view.n_columns)
-        )
+        per_chunk = -(-self.view.n_columns // 2) if self._packed else max(1, self.view.n_columns)
+        self.crypto.start_pool(sum(-(-(hi - lo) // slots) for lo, hi in self._plan) * per_chunk)
         self.state = "scoring"
         return self._next(0)
 
@@ -1164,7 +1308,7 @@ class ScoreBank:
 
     def _encrypt_batch(self, b: int) -> Callable[[], Any]:
         lo, hi = self._plan[b]
-        return self.crypto.encrypt_async(self._columns[lo:hi])
+        return self.crypto.encrypt_async(self._columns[lo:hi], packed=self._packed)
 
     @property
     def center_reasons(self) -> list[list[str]]:
@@ -1199,7 +1343,7 @@ class ScoreBank:
         if not isinstance(b, int) or isinstance(b, bool) or not 0 <= b < len(self._plan):
             raise ProtocolError(f"score/scores: unexpected batch {b!r}")
         lo, hi = self._plan[b]
-        self._logits[lo:hi] = self.crypto.decrypt(msg["scores"], hi - lo)
+        self._logits[lo:hi] = self.crypto.decrypt(msg["scores"], hi - lo, packed=self._packed)
         codes = msg["reasons"]
         if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8 or codes.ndim != 2:
             raise MalformedMessageError("score/scores: reasons must be a 2-D uint8 array")
