@@ -258,6 +258,24 @@ def main() -> int:
                 f"max |dPD| {run['max_pd_error']:.1e}",
                 flush=True,
             )
+        if runs[0]["columns"] > 1:
+            # how many of the center's split indicators enter each enterprise's total with a
+            # nonzero weight (the bank's exact total is one equation in that many unknown bits)
+            from jointcredit.scoring.encrypted import bank_view
+
+            _, cols = bank_view(model).columns(session.bank.aligned_features(rows))
+            nonzero = np.abs(cols) > 1e-12
+            active = nonzero.sum(axis=1)
+            weights = np.abs(cols[nonzero])
+            unknown_bits = {
+                "weight_abs_p10_p50_p90": np.percentile(weights, [10, 50, 90]).tolist(),
+                "min": int(active.min()),
+                "median": float(np.median(active)),
+                "share_with_at_most_1": float((active <= 1).mean()),
+                "share_with_at_most_5": float((active <= 5).mean()),
+            }
+        else:
+            unknown_bits = None
         wall = statistics.median(r["wall_seconds"] for r in runs)
         cpu = statistics.median(r["cpu_seconds"] for r in runs)
         b2c = statistics.median(r["bytes_bank_to_center"] for r in runs)
@@ -274,6 +292,7 @@ def main() -> int:
             "bytes_per_enterprise": (b2c + c2b) / n,
             "round_trips": runs[0]["round_trips"],
             "max_pd_error": max(r["max_pd_error"] for r in runs),
+            "center_bits_per_enterprise": unknown_bits,
             "runs": runs,
         }
     sweep = {} if args.no_noise else noise_sweep(session, models, test, NOISE_LEVELS)

@@ -703,6 +703,11 @@ def test_secureboost_model_directory_round_trip(session, models, tmp_path):
     part = session.center.model_parts.pop(sb.model_id_)
     try:
         loaded = load_joint_model(tmp_path, session)
+        # a deployment builds the bank half from its own job file through the registry
+        from jointcredit.protocol import registry
+
+        built = registry.bank_side("score", session.bank, {"model_dir": str(tmp_path / "bank")})
+        assert isinstance(built, ScoreBank) and built.view.model_id == sb.model_id_
         rows = np.arange(30)
         side = run_side(session, loaded, rows=rows)
         assert (

@@ -34,7 +34,6 @@ _SYNTHETIC = frozenset(
         "BANK_FEATURES",
         "CENTER_FEATURES",
         "LABEL_COL",
-    "LGBM_REFERENCE_PARAMS",
         "LGBM_REFERENCE_PARAMS",
         "SyntheticSME",
         "make_sme_data",

@@ -1,25 +1,24 @@
 """Encrypted pre-authorization scoring: protocol ``"score"``, both halves side by side.
 
 The bank holds the CKKS secret key and its half of a fitted joint model; the credit center holds
-its features, its half of the model and its governance services (consent, budget, audit). Samples
-(enterprises) sit in CKKS slots, 4096 per ciphertext. ``docs/protocols/scoring.md`` lists every
+its features, its half of the model and its governance services (consent, budget, audit).
+Enterprises sit in CKKS slots, 4096 per ciphertext. ``docs/protocols/scoring.md`` lists every
 message and what each side sees; in short::
 
-    center -> bank  start                 {version, n_aligned}
-    bank -> center  start.ok              {model_id, kind, rows (candidates), purpose, output,
-                                           noise_std, backend, public context, columns, nodes,
-                                           batch_rows}
-                    the center runs its ScoringGate on the candidates' ids: consent filter,
-                    budget charge, audit line -- before any cryptography
-    center -> bank  refused               {reason, message}      (budget exhausted: then raises)
-    center -> bank  admitted              {rows, excluded_rows, excluded_reasons, noise_std,
-                                           categories}
-    bank -> center  admitted.ok           {batch 0: Enc(bank columns) of admitted rows only}
-    center -> bank  scores                {batch k: Enc(total logit), center reason codes}
-    bank -> center  scores.ok             {batch k+1 | done}
+    center -> bank  start        {version, n_aligned}
+    bank -> center  start.ok     {model_id, kind, rows (candidates), purpose, output, noise_std,
+                                  backend, public context, galois (SecureBoost: conjugation key
+                                  only), columns, nodes (SecureBoost: the center splits),
+                                  batch_rows}
+                    the center checks the keys, then runs its ScoringGate on the candidates'
+                    ids (consent filter, budget charge, audit line) before any cryptography
+    center -> bank  refused      {reason, message}       (budget exhausted; the center raises)
+    center -> bank  admitted     {rows, excluded_rows, excluded_reasons, noise_std, categories}
+    bank -> center  admitted.ok  {batch 0: Enc(bank columns) of the admitted rows only}
+    center -> bank  scores       {batch k: Enc(total logit), center reason-category codes}
+    bank -> center  scores.ok    {batch k+1 | done}
 
-What the center computes on the bank's ciphertexts (no rotations, so the bank's public context
-holds no Galois keys):
+What the center computes on the bank's ciphertexts:
 
 * **linear / scorecard** (``kind="linear"``): the bank encrypts its partial predictor
   ``u_b = b0 + X_b w_b`` (one column); the center adds its own ``z_c = X_c w_c`` in plaintext:
@@ -30,14 +29,16 @@ holds no Galois keys):
   +-1 combination of the constant 1 and the indicators ``E_s = R_left(s)`` of the center splits
   ``s`` (left child: ``E_s``; right child: ``R_s - E_s``; a bank split copies its parent's ``R``).
   So ``f_t(i) = A_0(i) + sum_s E_s(i) A_s(i)`` where every ``A`` is known to the bank alone. The
-  bank keeps ``A_0`` in plaintext and encrypts one column ``A_s`` per center split (slots =
-  enterprises); the center multiplies each by its plaintext 0/1 ``E_s`` and sums over splits and
-  trees; the bank decrypts the sum and adds its plaintext part. One multiplication, no rescale
-  until decryption.
+  bank keeps ``A_0`` in plaintext and encrypts the columns ``A_s``, two per complex slot
+  (``A_s + i A_t``); the center multiplies by ``E_s - i E_t``, sums over splits and trees, and
+  adds the complex conjugate of the sum (one Galois key, no rotation keys) so that only
+  ``2 sum_s E_s A_s`` is left; the bank decrypts and adds its plaintext part.
 
-Every result is re-randomised with a fresh encryption of zero plus Gaussian noise: ``flood_std``
-(tiny, hides the CKKS error that depends on the center's plaintexts) and, under the ``noise``
-output policy, ``noise_std`` logit units of calibrated noise on the center's contribution.
+The bank encrypts with its secret key (seeded ciphertexts: half the bytes); the center needs only
+the public key. Every result is re-randomised with a fresh public-key encryption of Gaussian
+noise: ``flood_std`` (tiny; hides the CKKS error that depends on the center's plaintexts) and,
+under the ``noise`` output policy, ``noise_std`` logit units of calibrated noise on the center's
+contribution.
 
 A ``backend="plain"`` reference mode runs the same code with encryption replaced by identity;
 it sends partial scores in the clear, so the center refuses it unless its policy allows it.
@@ -100,8 +101,8 @@ OUTPUT_MODES = ("exact", "noise")
 SCORING_CKKS_PARAMS = CKKSParams(8192, (60, 40, 60), 40)
 
 #: Gaussian noise (logit units) the center adds to every CKKS result even for exact output: it
-#: floods the decryption error, which depends on the center's plaintexts (about 1e-7 here), by a
-#: factor ~100; its effect on a PD is below 0.25 * 4 * FLOOD_STD = 6e-5.
+#: floods the decryption error, which depends on the center's plaintexts (below 5e-9 for a
+#: 30-tree model), by a factor ~10^4; its effect on a PD is below 0.25 * 4 * FLOOD_STD = 6e-5.
 FLOOD_STD = 2.0**-16
 #: Largest output noise (logit units) either party may ask for.
 MAX_NOISE_STD = 8.0
@@ -1030,7 +1031,32 @@ class ScoreCenter:
             if job["backend"] == "ckks"
             else _PlainPeer(job["public"], job["galois"])
         )
+        try:
+            scored, excluded = self._score(channel, job, view, peer, policy, rows, purpose,
+                                           noise_std, columns, batch_rows)  # fmt: skip
+        finally:
+            if hasattr(peer, "close"):
+                peer.close()
+        return {
+            "model_id": model_id,
+            "kind": view.kind,
+            "requested": int(rows.size),
+            "scored": scored,
+            "excluded": len(excluded),
+            "noise_std": noise_std,
+        }
 
+    def _score(
+        self, channel: ProtocolChannel, job: dict, view: Any, peer: Any,
+        policy: CenterScoringPolicy, rows: np.ndarray, purpose: str, noise_std: float,
+        columns: int, batch_rows: int,
+    ) -> tuple[int, dict[int, str]]:  # fmt: skip
+        """Gate, then the encrypted batches; returns (scored, excluded row -> reason)."""
+        from jointcredit.data.uscc import normalize_ids
+
+        services = self.center.services
+        aligned = self.center.require_aligned()
+        model_id = str(job["model_id"])
         # governance before any cryptography: consent filter, budget charge, audit line
         ids = np.asarray(aligned, dtype=object)[rows]
         gate = services.get(SERVICE_GATE)
@@ -1050,16 +1076,18 @@ class ScoreCenter:
                     noise_std=noise_std,
                 )
             except BudgetExhaustedError as exc:
-                if hasattr(peer, "close"):
-                    peer.close()
                 channel.request("refused", {"reason": "budget_exhausted", "message": str(exc)})
                 raise
-            row_of = {str(i): int(r) for i, r in zip(ids, rows, strict=True)}
+            # the gate answers with normalised ids
+            row_of = {
+                str(i): int(r) for i, r in zip(normalize_ids(ids.tolist()), rows, strict=True)
+            }
             allowed = np.asarray([row_of[i] for i in admission.allowed_ids], dtype=np.int64)
             excluded = {row_of[i]: reason for i, reason in admission.excluded.items()}
 
         categories: list[str] = []
         codes = np.zeros((allowed.size, 0), dtype=np.uint8)
+        plain: Any = None
         if allowed.size:
             X = self.center.aligned_features(allowed)
             if view.kind == "linear":
@@ -1088,42 +1116,27 @@ class ScoreCenter:
         )  # fmt: skip
         plan = _batches(int(allowed.size), batch_rows)
         scored = 0
-        try:
-            for b, (lo, hi) in enumerate(plan):
-                if reply["batch"] != b:
-                    raise ProtocolError(f"score: expected batch {b}, got {reply['batch']!r}")
-                enc = peer.load(reply["vectors"], hi - lo, columns)
-                if view.kind == "linear":
-                    acc = peer.add_plain(enc, plain[lo:hi])
-                else:
-                    acc = peer.masked_sum(enc, plain[lo:hi])
-                del enc
-                wire = peer.finish(acc, noise_std, policy.flood_std)
-                reply = _require(
-                    channel.request(
-                        "scores", {"batch": b, "scores": wire, "reasons": codes[lo:hi]}
-                    ),
-                    "score/scores.ok",
-                    ("batch",),
-                )
-                scored += hi - lo
-        finally:
-            if hasattr(peer, "close"):
-                peer.close()
-        if plan == [] and reply["batch"] is not None:
-            raise ProtocolError("score: the bank sent vectors for an empty job")
+        for b, (lo, hi) in enumerate(plan):
+            if reply["batch"] != b:
+                raise ProtocolError(f"score: expected batch {b}, got {reply['batch']!r}")
+            enc = peer.load(reply["vectors"], hi - lo, columns)
+            if view.kind == "linear":
+                acc = peer.add_plain(enc, plain[lo:hi])
+            else:
+                acc = peer.masked_sum(enc, plain[lo:hi])
+            del enc
+            wire = peer.finish(acc, noise_std, policy.flood_std)
+            reply = _require(
+                channel.request("scores", {"batch": b, "scores": wire, "reasons": codes[lo:hi]}),
+                "score/scores.ok",
+                ("batch",),
+            )
+            scored += hi - lo
         if reply["batch"] is not None:
             raise ProtocolError("score: the bank expects more batches than the plan holds")
         if gate is not None and admission is not None:
             gate.complete(admission, scored=scored, round_trips=len(plan) + 2)
-        return {
-            "model_id": model_id,
-            "kind": view.kind,
-            "requested": int(rows.size),
-            "scored": scored,
-            "excluded": len(excluded),
-            "noise_std": noise_std,
-        }
+        return scored, excluded
 
 
 # ============================================================================================
@@ -1147,6 +1160,9 @@ class ScoreBank:
         ckks_params: CKKS parameters (default :data:`SCORING_CKKS_PARAMS`).
         batch_rows: admitted enterprises per round trip (default: as many as keep a message
             near :data:`DEFAULT_BATCH_SLOTS` slots, whole ciphertexts).
+        n_jobs: encryption processes at the bank (``forkserver``: scripts need an
+            ``if __name__ == "__main__":`` guard); with more than one, the bank encrypts the
+            next batch while the center works on the current one.
 
     After the run: ``logits`` (per ``scored_rows``), ``excluded`` (row -> reason),
     ``center_reasons`` (per scored row, category names), ``noise_std`` (what the center applied)
