@@ -10,9 +10,10 @@ in benchmarks/psi.py).
 
     /tmp/venv/bin/python benchmarks/scoring.py --repeats 3 --out benchmarks/results/scoring.json
 
-Per model: median wall seconds and enterprises/s, CPU seconds (this process + encryption
-workers) and enterprises per CPU-second, bytes each way and per enterprise, round trips, the
-largest |PD - plaintext PD|. The machine is shared: the 1-minute load average is recorded
+Per model: median wall seconds and enterprises/s, CPU seconds of this process and
+enterprises per CPU-second (with ``--n-jobs`` > 1 the forkserver's encryption workers are not
+children of this process and their CPU is not counted), bytes each way and per enterprise,
+round trips, the largest |PD - plaintext PD|. The machine is shared: the 1-minute load average is recorded
 around every run, and CPU-second figures show what the protocol costs independent of the load.
 
 Noise sweep (skip with ``--no-noise``): AUC / KS on the 38,000 held-out enterprises with the

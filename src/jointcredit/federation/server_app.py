@@ -30,7 +30,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +225,6 @@ class ServiceConfig:
     poll_backoff: float = 5.0
     allowed_protocols: tuple[str, ...] | None = None
     plugins: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> ServiceConfig:

@@ -46,7 +46,6 @@ it sends partial scores in the clear, so the center refuses it unless its policy
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import struct
@@ -430,37 +429,43 @@ def _frame(blobs: Sequence[bytes]) -> bytes:
 
 
 class _SealFile:
-    """TenSEAL's SEAL bindings (de)serialize only through a path: one private temporary file
-    (in ``/dev/shm`` when available) that only ever holds public material (ciphertexts, the
-    conjugation key), never the secret key."""
+    """TenSEAL's SEAL bindings (de)serialize only through a path: each call uses a fresh private
+    temporary file (mode 0600, in ``/dev/shm`` when available) and removes it before returning.
+    Only public material goes through it (ciphertexts, the conjugation key), never the secret
+    key."""
 
     def __init__(self) -> None:
+        shm = "/dev/shm"
+        self.folder = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+
+    def _path(self) -> str:
         import tempfile
 
-        shm = "/dev/shm"
-        folder = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-        fd, self.path = tempfile.mkstemp(prefix="jointcredit-seal-", dir=folder)
+        fd, path = tempfile.mkstemp(prefix="jointcredit-seal-", dir=self.folder)
         os.close(fd)
+        return path
 
     def dump(self, obj: Any) -> bytes:
-        obj.save(self.path)
-        with open(self.path, "rb") as fh:
-            return fh.read()
+        path = self._path()
+        try:
+            obj.save(path)
+            with open(path, "rb") as fh:
+                return fh.read()
+        finally:
+            os.unlink(path)
 
     def load(self, obj: Any, seal_context: Any, data: bytes) -> Any:
-        with open(self.path, "wb") as fh:
-            fh.write(data)
-        obj.load(seal_context, self.path)
-        return obj
+        path = self._path()
+        try:
+            with open(path, "wb") as fh:
+                fh.write(data)
+            obj.load(seal_context, path)
+            return obj
+        finally:
+            os.unlink(path)
 
     def close(self) -> None:
-        path, self.path = getattr(self, "path", None), None
-        if path:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-
-    def __del__(self) -> None:
-        self.close()
+        pass  # nothing is kept between calls
 
 
 class SeededEncryptor:
