@@ -75,16 +75,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _save_center_parts(session, directory: Path) -> None:
-    """In-process runs also persist the center's model parts, as the center would."""
-    from jointcredit.protocol import codec
+    """In-process runs also persist the center's model parts, as the center would on its disk."""
+    from jointcredit.learn.boosting import CenterBoostPart, save_center_part
+    from jointcredit.learn.linear import save_center_model
 
     directory.mkdir(parents=True, exist_ok=True)
     for model_id, part in session.center.model_parts.items():
-        saver = getattr(part, "save", None)
-        if saver is not None:
-            saver(directory / model_id)
-        else:
-            (directory / f"{model_id}.bin").write_bytes(codec.pack(part))
+        if isinstance(part, CenterBoostPart):
+            save_center_part(session.center, model_id, directory / f"{model_id}.json")
+        elif isinstance(part, dict) and part.get("kind") == "hetero_lr":
+            save_center_model(session.center, model_id, directory, filename=f"{model_id}.json")
 
 
 # --- demo ------------------------------------------------------------------------------------

@@ -240,7 +240,7 @@ _BOOST = {
 _FIXED_EPOCHS = {"validation_fraction": 0.0}
 _LINEAR = {
     "quality": {},
-    "quality_quick": {"max_epochs": 5},
+    "quality_quick": {"max_epochs": 3, "validation_fraction": 0.0},
     "speed": {**_FIXED_EPOCHS, "max_epochs": 3},
     "speed_quick": {**_FIXED_EPOCHS, "max_epochs": 2},
     "scaling": {**_FIXED_EPOCHS, "max_epochs": 2},
@@ -440,14 +440,14 @@ def _available_models(ctx: BenchContext) -> list[tuple[ModelSpec, Any, str | Non
 @register("quality", "AUC / KS / Gini: federated vs centralized plaintext vs bank only")
 def quality_suite(ctx: BenchContext) -> dict[str, Any]:
     size = (
-        {"n_enterprises": 6_000, "n_bank_customers": 2_500}
+        {"n_enterprises": 4_000, "n_bank_customers": 1_600}
         if ctx.quick
         else {"n_enterprises": 50_000, "n_bank_customers": 12_000}
     )
     models = _available_models(ctx)
     records: list[dict[str, Any]] = []
     datasets: dict[str, Any] = {}
-    for ds_name, build in _datasets(ctx, size, quick_rows=3_000):
+    for ds_name, build in _datasets(ctx, size, quick_rows=2_000):
         ctx.progress(f"quality: preparing {ds_name}")
         ds = build()
         session, alignment = open_session(ds)
@@ -912,7 +912,7 @@ def _prim_paillier(ctx: BenchContext, q: bool, reps: int) -> list[dict[str, Any]
         _prim("paillier2048_encrypt_phe_default", "paillier", "phe encrypt, one core", **phe)
     )
 
-    n_fast = 300 if q else 2_000
+    n_fast = 200 if q else 2_000
     vals = [int(v) for v in rng.integers(0, 2**62, n_fast)]
     with FastEncryptor(pub, n_jobs=1) as enc:
         fast = _rate(lambda: enc.encrypt_ints(vals), n_fast, reps)
@@ -927,7 +927,7 @@ def _prim_paillier(ctx: BenchContext, q: bool, reps: int) -> list[dict[str, Any]
     crt["speedup_vs_phe"] = crt["ops_per_s"] / phe["ops_per_s"]
     out.append(_prim("paillier2048_encrypt_fast_crt_1core", "paillier",
                      "fast path with the key holder's CRT, one core", **crt))  # fmt: skip
-    n_par = 1_000 if q else 6_000
+    n_par = 600 if q else 6_000
     vals_par = [int(v) for v in rng.integers(0, 2**62, n_par)]
     with FastEncryptor.for_private_key(priv, n_jobs=2) as enc:
         enc.warm_up()
