@@ -513,6 +513,7 @@ class CenterDeployment:
         self.service: Any = None
         self.worker: Any = None
         self.tls: TLSFiles | None = None
+        self._run_known = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._supervisor: threading.Thread | None = None
@@ -628,7 +629,7 @@ class CenterDeployment:
         self.worker = ServerAppWorker(
             self.address,
             lambda grid, context, stop: self.service.serve(grid, stop),
-            accept_run=lambda candidate: candidate == self.run_id,
+            accept_run=self._is_service_run,
             secret=secret_file.read_bytes(),
             root_certificates=tls.ca_cert.read_bytes(),
         )
@@ -644,9 +645,18 @@ class CenterDeployment:
         _log.info("credit center serving on %s (run %s)", self.address, self.run_id)
         return self
 
+    def _is_service_run(self, candidate: int) -> bool:
+        # While a run is being started its id is not known yet: wait rather than refuse it.
+        self._run_known.wait(timeout=300)
+        return candidate == self.run_id
+
     def _start_run(self) -> None:
-        run = run_flwr(["run", str(self.flwr_home / "app"), CONNECTION], self.flwr_home)
-        self.run_id = int(run["run-id"])
+        self._run_known.clear()
+        try:
+            run = run_flwr(["run", str(self.flwr_home / "app"), CONNECTION], self.flwr_home)
+            self.run_id = int(run["run-id"])
+        finally:
+            self._run_known.set()
         _write_json(
             self.workdir / "run" / "service.json", {"run_id": self.run_id, "pid": os.getpid()}
         )

@@ -74,6 +74,12 @@ AUDIT_FILE = "governance/audit.jsonl"
 ACTOR = "credit_center"
 
 
+def _run_gone(exc: BaseException) -> bool:
+    """The SuperLink no longer accepts this run's token (the run was stopped or finished)."""
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None) in (401, 403)
+
+
 def check_bank_name(name: str) -> str:
     if not isinstance(name, str) or not BANK_NAME.match(name):
         raise DataValidationError(
@@ -285,6 +291,9 @@ class CenterService:
                 try:
                     online = self.directory.online(grid.get_nodes())
                 except Exception as exc:  # noqa: BLE001 - keep serving through a SuperLink hiccup
+                    if _run_gone(exc):
+                        _log.warning("the service run ended (stopped from outside?): %s", exc)
+                        break
                     _log.warning("could not list nodes: %s", exc)
                 last_refresh = now
             for name, node_id in online.items():
@@ -317,6 +326,9 @@ class CenterService:
         try:
             replies = collect(grid, [m for m, _, _ in outstanding.values()])
         except Exception as exc:  # noqa: BLE001
+            if _run_gone(exc):
+                outstanding.clear()
+                return
             _log.warning("could not pull replies: %s", exc)
             return
         now = time.monotonic()
