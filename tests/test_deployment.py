@@ -197,6 +197,30 @@ def test_two_banks_on_a_real_deployment(root):
             procs,
         )
 
+        # Flower's control API is reachable by anyone who reaches the port: if someone stops the
+        # service run, the center starts a new one and serves the next job.
+        service = json.loads((root / "c" / "run" / "service.json").read_text())
+        stopped = subprocess.run(
+            [deploy.flower_tool("flwr"), "stop", str(service["run_id"]), "jointcredit"],
+            env=deploy.flower_env(root / "c" / "flwr"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        _wait_for(
+            lambda: (
+                json.loads((root / "c" / "run" / "service.json").read_text())["run_id"]
+                != service["run_id"]
+            ),
+            60,
+            "a new service run",
+            procs,
+        )
+        echo = outcome("a", run("a", "--job", "echo", "--rounds", "3"))
+        assert echo["status"] == "ok", echo
+        marks["recovered"] = time.monotonic() - t0
+
         # Meanwhile the node nobody registered was refused by the SuperLink; its join exited.
         joiner = {n: p for n, p, _ in procs.procs}["join-x"]
         _wait_for(
@@ -228,11 +252,11 @@ def test_two_banks_on_a_real_deployment(root):
         # The center kept its own model part for this bank, under this bank's name only.
         center_jobs = list((root / "c" / "banks" / f"bank-{name}" / "jobs").glob("*.json"))
         kinds = sorted(json.loads(p.read_text())["kind"] for p in center_jobs)
-        assert kinds == ["align", "train"]
+        assert kinds == (["align", "echo", "train"] if name == "a" else ["align", "train"])
     assert aligned["a"]["intersection_size"] != aligned["b"]["intersection_size"]
     assert not (root / "c" / "banks" / "x").exists()
     audit = [json.loads(line) for line in (root / "c" / "governance" / "audit.jsonl").open()]
-    assert sum(e["action"] == "job_finished" for e in audit) == 4
+    assert sum(e["action"] == "job_finished" for e in audit) == 5
     # Nothing left running.
     for pid in flower_pids:
         with pytest.raises(ProcessLookupError):

@@ -9,8 +9,9 @@ jointcredit app in the current, long-lived process:
 * :class:`ClientAppWorker` (bank): claims each ClientApp task of the bank's own SuperNode, runs
   :data:`jointcredit.federation.client_app.app` on the message, pushes the reply.
 * :class:`ServerAppWorker` (credit center): claims the ServerApp task of the one run the
-  operator started, and runs :func:`jointcredit.federation.server_app.main` with a Grid bound to
-  it. Tasks of any other run (someone else's ``flwr run``) are refused, never executed.
+  operator started, and runs the center's service with a Grid bound to it. Tasks of any other
+  run (someone else's ``flwr run``) are never executed: pending while the service runs, marked
+  failed if claimed.
 
 Both therefore ignore the code inside the FAB: a FAB only selects the run, it never brings code
 to the center or to a bank. Claiming a task (``AcquireTask``) is protected by the SuperExec

@@ -1902,6 +1902,9 @@ class HeteroScorecard(HeteroLogisticRegression):
         )
 
     def bank_model(self) -> dict[str, Any]:
+        loaded = getattr(self, "_loaded_model", None)
+        if loaded is not None and not hasattr(self, "binning_"):
+            return dict(loaded)  # rebuilt by load_bank_model: the file's content as it was
         model = super().bank_model()
         model.update(
             pdo=float(self.pdo),
@@ -2003,6 +2006,7 @@ def load_bank_model(path: str | os.PathLike[str]) -> HeteroLogisticRegression:
         )
         est.factor_, est.offset_ = float(model["factor"]), float(model["offset"])
         est.base_points_ = float(model["base_points"])
+        est._loaded_model = model
     return est
 
 
