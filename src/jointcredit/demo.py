@@ -128,6 +128,13 @@ def _format(summary: dict[str, Any], out: Path) -> str:
             f"{(f['bytes_bank_to_center'] + f['bytes_center_to_bank']) / 1e6:.1f} MB]"
         )
     pre = summary["pre_authorization"]
-    lines.append(f"  pre-authorization (joint scorecard, encrypted scoring): {pre}")
+    grades = ", ".join(f"{g} {n}" for g, n in pre["pre_authorized_by_grade"].items() if n)
+    excluded = ", ".join(f"{why} {n}" for why, n in pre["excluded"].items()) or "none"
+    lines += [
+        "  pre-authorization (joint scorecard, encrypted scoring)",
+        f"    scored {pre['scored']} of {pre['requested']} candidates (excluded: {excluded})",
+        f"    pre-authorized {pre['pre_authorized']} ({grades}); total credit lines "
+        f"{pre['total_credit_line'] / 1e8:,.2f} 亿 CNY; list in {out / 'preauth.csv'}",
+    ]
     lines.append(f"  wrote {out / 'summary.json'} ({summary['seconds']:.0f} s in all)")
     return "\n".join(lines)
