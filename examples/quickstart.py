@@ -1,8 +1,8 @@
 """Quickstart: align, federated IV, a joint scorecard, scores via the joint protocol (README)."""
 
-from jointcredit.data import make_sme_data, load_party_table
+from jointcredit.data import load_party_table, make_sme_data
+from jointcredit.learn import FederatedBinning, HeteroScorecard
 from jointcredit.session import JointSession
-from jointcredit.learn import FederatedBinning, HeteroScorecard, HeteroSecureBoost
 
 if __name__ == "__main__":
     data = make_sme_data(seed=0, n_enterprises=6000, n_bank_customers=2000)
