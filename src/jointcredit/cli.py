@@ -65,6 +65,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if model is not None and hasattr(model, "save"):
         model.save(out / "bank")
         _save_center_parts(session, out / "center")
+        from jointcredit.report.bundle import write_evaluation
+
+        progress("writing the evaluation bundle for `jointcredit report`")
+        write_evaluation(out, session, model, args.model, train_rows, test_rows)
     fed, cen, bo = metrics["federated"], metrics["centralized"], metrics["bank_only"]
     print(
         f"{args.model}: federated AUC {fed['auc']:.4f} KS {fed['ks']:.4f} | "
