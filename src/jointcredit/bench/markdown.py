@@ -63,12 +63,21 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _skipped(records: list[dict[str, Any]], keys: tuple[str, ...]) -> list[str]:
-    out = []
+    """One line per distinct (status, what, reason); datasets sharing it are listed together."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
     for r in records:
         if r.get("status") in ("not_available", "error"):
-            what = " / ".join(str(r[k]) for k in keys if r.get(k) is not None)
+            what = " / ".join(str(r[k]) for k in keys if k != "dataset" and r.get(k) is not None)
             detail = r.get("reason") or r.get("error") or ""
-            out.append(f"- **{r['status'].replace('_', ' ')}**: {what} — {detail}")
+            groups.setdefault((r["status"], what, detail), []).append(str(r.get("dataset", "")))
+    out = []
+    for (status, what, detail), datasets in groups.items():
+        where = ", ".join(d for d in dict.fromkeys(datasets) if d)
+        out.append(
+            f"- **{status.replace('_', ' ')}**: {what}"
+            + (f" ({where})" if where else "")
+            + f" — {detail}"
+        )
     return out
 
 

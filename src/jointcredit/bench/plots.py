@@ -72,7 +72,8 @@ def speed_plot(suite: dict[str, Any], path: Path) -> Path | None:
     for xi, s, r in zip(x, secs, recs, strict=True):
         ratio = r["median"].get("ratio_to_plaintext")
         if ratio:
-            ax.annotate(f"×{ratio:.0f}", (xi - 0.2, s), ha="center", va="bottom", fontsize=7)
+            text = f"×{ratio:.0f}" if ratio >= 10 else f"×{ratio:.2g}"
+            ax.annotate(text, (xi - 0.2, s), ha="center", va="bottom", fontsize=7)
     ax.set_yscale("log")
     ax.set_xticks(x, labels, fontsize=7)
     ax.set_ylabel("training seconds (log)")

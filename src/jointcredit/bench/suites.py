@@ -32,6 +32,7 @@ from jointcredit.bench.runner import (
     PeakMemory,
     error_record,
     growth_exponent,
+    load_average,
     median_of,
     not_available,
     register,
@@ -600,6 +601,7 @@ def _speed_record(
     effective: dict[str, Any] = {}
 
     def once(_: int) -> dict[str, Any]:
+        load = (load_average() or [None])[0]  # the machine is shared: keep its load with the run
         res = run_model(module, spec, session, train, test, backend=backend, params=params)
         effective.update(res["effective_params"])
         fed = res["federated"]
@@ -614,6 +616,7 @@ def _speed_record(
             "round_trips": int(fed["round_trips"]),
             "auc": float(fed["auc"]),
             **res["memory"],
+            "load_average_1min": load,
         }
 
     timed = repeat_median(once, ctx.n_repeats, ctx.progress)
@@ -732,6 +735,7 @@ def _scaling_model(
     effective: dict[str, Any] = {}
 
     def once(_: int) -> dict[str, Any]:
+        load = (load_average() or [None])[0]
         res = run_model(module, spec, session, train, test, backend=backend, params=params)
         effective.update(res["effective_params"])
         fed = res["federated"]
@@ -747,6 +751,7 @@ def _scaling_model(
             "bytes_total": b2c + c2b,
             "round_trips": int(fed["round_trips"]),
             **res["memory"],
+            "load_average_1min": load,
         }
 
     try:
