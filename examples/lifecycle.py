@@ -6,8 +6,10 @@ Month 0: align, train the champion (joint SecureBoost) on the development vintag
 the book and record the baseline monitoring run. Months 1-11: both parties refresh their data,
 the bank re-scores its book, receives the center's risk-event flags and the center's feature
 stability, and gets red / yellow / green warnings. Month 11: retrain on the outcomes known by
-then and let the promotion rule decide. Writes ``summary.json``, one folder per monitoring run,
-the model registry, and ``score_distribution.png``.
+then (a challenger warm-started from the champion: its trees plus new ones) and let the
+promotion rule decide; for comparison, a challenger trained from scratch on the same rows is
+scored as well (in a copy of the registry). Writes ``summary.json``, one folder per monitoring
+run, the model registry, and ``score_distribution.png``.
 
 Both parties live in this process for the simulation; every exchange between them still goes
 through the protocols and is recorded in the session transcript.
@@ -57,7 +59,7 @@ def run_cycle(
 ) -> dict[str, Any]:
     """Run the whole cycle; return the figures docs/lifecycle.md reports."""
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("registry", "runs"):  # this example's own output from an earlier run
+    for stale in ("registry", "registry-scratch", "runs"):  # this example's earlier output
         shutil.rmtree(out / stale, ignore_errors=True)
     t0 = time.perf_counter()
     tl = make_sme_timeline(
@@ -162,21 +164,30 @@ def run_cycle(
     outcomes = tl.outcomes_known(last, include_development=True)
     outcomes_path = out / "new_outcomes.csv"
     outcomes[["id", "default_date", "reported_date"]].to_csv(outcomes_path, index=False)
-    retrain = retrain_model(
-        registry_dir,
-        session,
-        outcomes_path,
-        observed_at=tl.month_dates[obs],
-        as_of=tl.month_dates[last],
-    )
-    log(
-        f"retrain: champion {retrain['champion']} AUC {retrain['comparison']['champion']['auc']:.4f}"
-        f" vs challenger {retrain['challenger']} AUC "
-        f"{retrain['comparison']['challenger']['auc']:.4f} -> promoted: {retrain['promoted']}"
-    )
+    scratch_dir = out / "registry-scratch"  # the same registry, for a from-scratch challenger
+    shutil.copytree(registry_dir, scratch_dir)
+    retrains = {}
+    for name, directory, warm in (("warm", registry_dir, True), ("scratch", scratch_dir, False)):
+        retrains[name] = retrain_model(
+            directory,
+            session,
+            outcomes_path,
+            observed_at=tl.month_dates[obs],
+            as_of=tl.month_dates[last],
+            warm_start=warm,
+        )
+        r = retrains[name]
+        log(
+            f"retrain ({r['warm_start']}): champion {r['champion']} AUC "
+            f"{r['comparison']['champion']['auc']:.4f} vs challenger {r['challenger']} AUC "
+            f"{r['comparison']['challenger']['auc']:.4f} -> promoted: {r['promoted']}"
+        )
+    retrain = retrains["warm"]
 
     # later holdout (simulation truth): features at the last month, defaults in the next 12
     later = _later_holdout(tl, session, registry_dir, retrain, last)
+    scratch = _later_holdout(tl, session, scratch_dir, retrains["scratch"], last)
+    later["scratch_challenger_auc"] = scratch["challenger_auc"]
     log(f"later holdout: {later}")
 
     stability = pd.DataFrame(stability_rows)
@@ -189,6 +200,7 @@ def run_cycle(
         "early_warning": early,
         "stability": stability_rows,
         "retrain": retrain,
+        "retrain_from_scratch": retrains["scratch"],
         "later_holdout": later,
         "seconds": round(time.perf_counter() - t0, 1),
     }  # fmt: skip

@@ -239,13 +239,21 @@ def test_histogram_engine_workers_match_in_process(paillier_keys):
     ids=["default", "sampled", "speculative"],
 )
 def test_encrypted_trees_equal_reference_mode(seeded_center, extra):
+    _assert_backend_equals_reference("paillier", extra)
+
+
+def test_ou_backend_trees_equal_reference_mode(seeded_center):
+    _assert_backend_equals_reference("ou", {})
+
+
+def _assert_backend_equals_reference(encrypted: str, extra: dict) -> None:
     fits = {}
-    for backend in ("plain", "paillier"):
+    for backend in ("plain", encrypted):
         session = open_session(make_tables())
         model = HeteroSecureBoost(**{**SMALL, **extra}, backend=backend, random_state=11)
         model.fit(session, np.arange(1500))
         fits[backend] = (model, session.center.model_parts[model.model_id_])
-    (plain, plain_center), (enc, enc_center) = fits["plain"], fits["paillier"]
+    (plain, plain_center), (enc, enc_center) = fits["plain"], fits[encrypted]
     assert enc.n_estimators_ == plain.n_estimators_ == extra.get("n_estimators", 3)
     kinds = []
     for t_plain, t_enc in zip(plain.model_.trees, enc.model_.trees, strict=True):
@@ -469,8 +477,9 @@ def _audit_run(backend: str):
     return to_bank, to_center, center_patterns, label_patterns, fixed_point, leaf_patterns
 
 
-def test_transcript_audit_encrypted_run_leaks_nothing_planted():
-    to_bank, to_center, center_p, label_p, fixed_p, leaf_p = _audit_run("paillier")
+@pytest.mark.parametrize("backend", ["paillier", "ou"])
+def test_transcript_audit_encrypted_run_leaks_nothing_planted(backend):
+    to_bank, to_center, center_p, label_p, fixed_p, leaf_p = _audit_run(backend)
     assert to_bank and to_center
     assert _found(center_p, to_bank) == []  # center features / thresholds never reach the bank
     assert _found(label_p, to_center) == []  # labels and gradients never reach the center
@@ -490,10 +499,11 @@ def test_transcript_audit_detects_the_plain_reference_mode():
 # --------------------------------------------------------------------------------------------
 
 
-def test_key_below_2048_bits_is_refused_before_any_message():
+@pytest.mark.parametrize("backend", ["paillier", "ou"])
+def test_key_below_2048_bits_is_refused_before_any_message(backend):
     session = open_session(make_tables())
     with pytest.raises(KeyPolicyError, match="2048"):
-        HeteroSecureBoost(**SMALL, key_bits=1024).fit(session)
+        HeteroSecureBoost(**SMALL, key_bits=1024, backend=backend).fit(session)
     assert session.transcript.round_trips_of(PROTOCOL) == 0
 
 
@@ -615,3 +625,112 @@ def test_reference_mode_matches_lightgbm_on_default_credit():
     )
     assert abs(fed - central) < 0.003
     assert fed > bank_only + 0.02
+
+
+# --------------------------------------------------------------------------------------------
+# warm start: continue boosting from a champion (init_model)
+# --------------------------------------------------------------------------------------------
+
+
+def test_warm_start_continues_exactly_like_one_uninterrupted_training(seeded_center, tmp_path):
+    rows = np.arange(1500)
+    s_full = open_session(make_tables())
+    full = HeteroSecureBoost(**{**SMALL, "n_estimators": 5}, backend="plain", random_state=11)
+    full.fit(s_full, rows)
+    s = open_session(make_tables(), keep_bytes=True)
+    champ = HeteroSecureBoost(**SMALL, backend="plain", random_state=11).fit(s, rows)
+    champ.save(tmp_path)
+    loaded = HeteroSecureBoost.load(tmp_path)  # the champion as the bank keeps it: its part only
+    mark = s.transcript.mark()
+    more = HeteroSecureBoost(**{**SMALL, "n_estimators": 2}, backend="plain", random_state=11)
+    more.fit(s, rows, init_model=loaded)
+    warm_start = s.transcript.since(mark)
+    # the champion's trees, untouched, then two new ones: the same five trees as one run
+    assert more.n_estimators_ == 5 and more.init_model_id_ == champ.model_id_
+    assert more.model_.trees[:3] == champ.model_.trees
+    assert more.model_.trees == full.model_.trees
+    assert more.model_.init_score == champ.model_.init_score
+    center = s.center.model_parts[more.model_id_]
+    assert center.trees == s_full.center.model_parts[full.model_id_].trees
+    assert {t: center.trees[t] for t in range(3)} == s.center.model_parts[champ.model_id_].trees
+    np.testing.assert_array_equal(more.train_raw_scores_, full.train_raw_scores_)
+    np.testing.assert_array_equal(
+        more.decision_function(s, np.arange(2000)), full.decision_function(s_full, np.arange(2000))
+    )
+    # the base margin came through the joint evaluation routing (one prediction): the bank
+    # received reachability bits, never a center feature name or threshold
+    assert warm_start.round_trips_of("secureboost_predict") == 2
+    to_bank = b"".join(warm_start.payloads(Role.CENTER))
+    thresholds = [
+        n["threshold"] for t in center.trees.values() for n in t.values() if n["kind"] == "center"
+    ]
+    assert thresholds
+    for thr in thresholds:
+        assert struct.pack("<d", thr) not in to_bank and repr(thr).encode() not in to_bank
+    assert not any(f"c{j}".encode() in to_bank for j in range(4))
+
+
+def test_encrypted_warm_start_equals_the_reference_mode_continuation(seeded_center):
+    rows = np.arange(1500)
+    s = open_session(make_tables())
+    champ = HeteroSecureBoost(**SMALL, backend="plain", random_state=11).fit(s, rows)
+    fits = {}
+    for backend in ("plain", "paillier"):
+        est = HeteroSecureBoost(**{**SMALL, "n_estimators": 2}, backend=backend, random_state=11)
+        fits[backend] = est.fit(s, rows, init_model=champ)
+    plain, enc = fits["plain"], fits["paillier"]
+    assert enc.model_.trees[:3] == plain.model_.trees[:3] == champ.model_.trees
+    for t_plain, t_enc in zip(plain.model_.trees[3:], enc.model_.trees[3:], strict=True):
+        assert t_plain.keys() == t_enc.keys()
+        for k, a in t_plain.items():
+            if a["kind"] == "leaf":
+                assert math.isclose(a["value"], t_enc[k]["value"], abs_tol=1e-9)
+            else:
+                assert a == t_enc[k]
+    assert s.center.model_parts[plain.model_id_].trees == s.center.model_parts[enc.model_id_].trees
+    np.testing.assert_allclose(plain.train_raw_scores_, enc.train_raw_scores_, atol=1e-9)
+
+
+def test_warm_start_early_stopping_never_drops_the_champions_trees():
+    s = open_session(make_tables(n=1500, seed=4))
+    champ = HeteroSecureBoost(**SMALL, backend="plain", random_state=3).fit(s)
+    more = HeteroSecureBoost(
+        n_estimators=20, max_depth=3, learning_rate=1.0, max_bin=16, min_child_samples=5,
+        validation_fraction=0.3, early_stopping_rounds=1, backend="plain", random_state=3,
+    ).fit(s, init_model=champ)  # fmt: skip
+    losses = more.evals_result_["valid_logloss"]  # one per new tree
+    assert 3 < more.n_estimators_ < 23 and more.n_estimators_ == more.best_iteration_ + 1
+    assert len(losses) == more.n_estimators_ - 3 + 1  # stopped one round after the best
+    assert more.model_.trees[:3] == champ.model_.trees
+    assert max(s.center.model_parts[more.model_id_].trees) < more.n_estimators_
+
+
+def test_incompatible_warm_start_models_are_refused():
+    from jointcredit.learn.linear import HeteroLogisticRegression
+
+    tables = make_tables(n=600)
+    s = open_session(tables)
+    champ = HeteroSecureBoost(**SMALL, backend="plain").fit(s)
+    lr = HeteroLogisticRegression(backend="plain", max_epochs=1, batch_size=300).fit(s)
+    for init in (lr, HeteroSecureBoost()):
+        with pytest.raises(DataValidationError) as info:
+            HeteroSecureBoost(**SMALL, backend="plain").fit(s, init_model=init)
+        assert info.value.field == "init_model"
+    # another bank feature set: refused before any message
+    bank, center = tables
+    other = load_party_table(
+        pd.DataFrame({"id": bank.ids, "y": bank.y, "b0": bank.X["b0"], "b9": bank.X["b1"]}),
+        id_kind="plain",
+        label_col="y",
+    )
+    s2 = open_session((other, center))
+    s2.center.model_parts.update(s.center.model_parts)
+    with pytest.raises(DataValidationError) as info:
+        HeteroSecureBoost(**SMALL, backend="plain").fit(s2, init_model=champ)
+    assert info.value.field == "feature_names"
+    assert s2.transcript.round_trips_of(PROTOCOL) == 0
+    # the credit center no longer holds its part of the champion
+    s.center.model_parts.pop(champ.model_id_)
+    with pytest.raises(DataValidationError) as info:
+        HeteroSecureBoost(**SMALL, backend="plain").fit(s, init_model=champ)
+    assert info.value.field == "init_model" and champ.model_id_ in info.value.reason

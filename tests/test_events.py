@@ -7,6 +7,7 @@ event type and date.
 
 from __future__ import annotations
 
+import json
 import struct
 from datetime import datetime
 
@@ -320,3 +321,100 @@ def test_center_monitor_validates_its_configuration():
     with pytest.raises(DataValidationError) as err:
         CenterMonitor(bank_id="bank-a", consents=ConsentRegistry(), min_population=0)
     assert err.value.field == "min_population"
+
+
+# --- the command line: ``jointcredit monitor`` with the center's monitoring configuration -------
+
+
+def _monitor_cli_setup(tl, tmp_path, month: int):
+    """A champion registry, the parties' CSVs at ``month`` and a consent file (see the test)."""
+    from jointcredit.monitor import train_champion
+
+    dev = tl.base.bank[["id", "default_12m"]].rename(columns={"default_12m": "default"})
+    session = JointSession.in_process(tl.bank_table(0, labels=dev), tl.center_table(0))
+    session.align()
+    params = {"backend": "plain", "n_estimators": 8, "max_depth": 3, "n_jobs": 1}
+    train_champion(tmp_path / "registry", session, params=params, salt="cli-events")
+    paths = {"bank": tmp_path / "bank.csv", "center": tmp_path / "center.csv"}
+    tl.bank_frame(month).to_csv(paths["bank"], index=False)
+    tl.center_frame(month).to_csv(paths["center"], index=False)
+    history = []
+    for m in range(month - 4, month):  # four earlier month ends: the drop rules look 3 back
+        history.append(tmp_path / f"center_{m}.csv")
+        tl.center_frame(m).to_csv(history[-1], index=False)
+    frames = [(tl.month_dates[m], tl.center_frame(m)) for m in range(month - 4, month + 1)]
+    events = detect_events(frames)
+    events = events[events["date"] == tl.month_dates[month]]
+    aligned = set(session.aligned_ids)
+    book = sorted(e for e in tl.book_ids(month) if e in aligned)
+    flagged = sorted(set(events["id"]) & set(book))
+    quiet = [e for e in book if e not in set(flagged)]
+    groups = {
+        "valid": flagged[0::3] + quiet[0::2],
+        "other_bank": flagged[1::3],
+        "other_purpose": flagged[2::3] + quiet[1::4],
+    }
+    rows = [(e, "bank-a", "post_loan_monitoring") for e in groups["valid"]]
+    rows += [(e, "bank-b", "post_loan_monitoring") for e in groups["other_bank"]]
+    rows += [(e, "bank-a", "pre_authorization") for e in groups["other_purpose"]]
+    consents = pd.DataFrame(rows, columns=["id", "bank", "purpose"])
+    consents["granted_at"], consents["expires_at"] = "2025-01-01", "2026-12-31"
+    paths["consents"] = tmp_path / "consents.csv"
+    consents.to_csv(paths["consents"], index=False)
+    paths["book"] = tmp_path / "book.csv"
+    pd.DataFrame({"id": book}).to_csv(paths["book"], index=False)
+    return paths, history, events, book, groups
+
+
+def test_monitor_cli_fetches_events_only_for_consented_enterprises(world, tmp_path):
+    from jointcredit.cli import main
+
+    tl, _ = world
+    month = 5  # the drift month of the documented scenario: plenty of events
+    paths, history, events, book, groups = _monitor_cli_setup(tl, tmp_path, month)
+    out = tmp_path / "run"
+    argv = [
+        "monitor", "--model", str(tmp_path / "registry"), "--bank", str(paths["bank"]),
+        "--center", str(paths["center"]), "--book", str(paths["book"]),
+        "--as-of", str(tl.month_dates[month].date()), "--out", str(out),
+        "--consents", str(paths["consents"]), "--bank-id", "bank-a",
+    ]  # fmt: skip
+    for path in history:
+        argv += ["--center-previous", str(path)]
+    assert main(argv) == 0
+
+    valid = set(groups["valid"])
+    got = pd.read_csv(out / "events.csv", dtype=str)
+    want = events[events["id"].isin(valid)]
+    assert len(want) >= 5 and len(events) > len(want)  # some flags are withheld
+    assert sorted(zip(got["id"], got["event_type"], strict=True)) == sorted(
+        zip(want["id"], want["event_type"], strict=True)
+    )
+    assert set(got["date"]) == {str(tl.month_dates[month].date())}
+    # Only the consented part of the book was re-scored; the rest is excluded with the reason.
+    table = pd.read_csv(out / "book.csv", dtype={"id": str})
+    assert set(table["id"]) == valid
+    state = json.loads((out / "state.json").read_text())
+    assert state["excluded"] == dict.fromkeys(sorted(set(book) - valid), "no_monitoring_consent")
+    flagged = set(table.loc[table["n_events"] > 0, "id"])
+    assert flagged == set(want["id"])
+    # The center's audit line counts what it withheld and names nobody.
+    audit = AuditLog(out / "center_audit.jsonl")
+    (line,) = [e for e in audit.entries() if e.action == "risk_events_delivered"]
+    assert line.details["flags"] == len(want)
+    assert line.details["withheld_no_consent"] == len(events) - len(want)
+    raw = (out / "center_audit.jsonl").read_text()
+    assert not any(e in raw for e in book)
+
+
+def test_monitor_cli_refuses_center_events_without_consents(tmp_path, capsys):
+    from jointcredit.cli import main
+
+    argv = [
+        "monitor", "--model", str(tmp_path / "none"), "--bank", str(tmp_path / "b.csv"),
+        "--center", str(tmp_path / "c.csv"), "--book", str(tmp_path / "book.csv"),
+        "--as-of", "2025-06-30", "--out", str(tmp_path / "run"),
+        "--center-previous", str(tmp_path / "c0.csv"),
+    ]  # fmt: skip
+    assert main(argv) == 2
+    assert "consents" in capsys.readouterr().err

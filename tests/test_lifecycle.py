@@ -196,6 +196,8 @@ def test_challenger_with_new_outcomes_beats_the_stale_champion(cycle) -> None:
     assert result["comparison"]["bootstrap_win"] >= PromotionRule().min_bootstrap_win
     assert result["promoted"] and result["new_champion"] == result["challenger"] == "v0002"
     assert result["excluded"]["defaulted_before_observation"] > 0  # dev-vintage defaulters
+    # the challenger is the warm-started one: the champion's trees plus new ones
+    assert result["warm_started_from"] == "v0001"
 
     # The later holdout (simulation truth): features at month 11, defaults in the next year.
     tl, session = cycle["tl"], cycle["session"]
@@ -222,7 +224,11 @@ def test_registry_records_versions_parents_and_fingerprints(cycle) -> None:
     assert first["parent"] is None and second["parent"] == "v0001"
     assert first["kind"] == second["kind"] == "secureboost"
     assert second["params"] == SB
-    assert "trained from scratch" in second["warm_start"]  # no warm start in SecureBoost yet
+    assert second["warm_start"] == f"warm start from {first['model_id']}"
+    assert first["warm_started_from"] is None and second["warm_started_from"] == "v0001"
+    champion, challenger = registry.load("v0001"), registry.load("v0002")
+    assert challenger.n_estimators_ == champion.n_estimators_ + SB["n_estimators"]
+    assert challenger.model_.trees[: champion.n_estimators_] == champion.model_.trees
     fp = second["fingerprints"]
     assert fp["observed_at"] == "2025-04-30" and fp["as_of"] == "2025-12-31"
     assert len(fp["train_ids"]) == len(fp["holdout_ids"]) == len(fp["outcomes"]) == 64
@@ -314,18 +320,36 @@ def test_linear_models_go_through_the_same_lifecycle(tmp_path) -> None:
         tmp_path / "reg", session, kind="logistic", params={"backend": "plain"}, salt="lr"
     )
     tl.refresh(session, 3)
-    result = retrain_model(
-        tmp_path / "reg",
-        session,
-        tl.outcomes_known(11, include_development=True),
-        observed_at=tl.month_dates[3],
-        as_of=tl.month_dates[11],
-        rule=PromotionRule(min_holdout_bads=10),
-    )
+
+    def retrain(**options):
+        return retrain_model(
+            tmp_path / "reg",
+            session,
+            tl.outcomes_known(11, include_development=True),
+            observed_at=tl.month_dates[3],
+            as_of=tl.month_dates[11],
+            rule=PromotionRule(min_holdout_bads=10),
+            **options,
+        )
+
+    result = retrain()
     registry = ModelRegistry(tmp_path / "reg", create=False)
     assert registry.meta("v0002")["estimator"] == "HeteroLogisticRegression"
     assert result["challenger"] == "v0002" and first["version"] == "v0001"
     assert registry.champion == ("v0002" if result["promoted"] else "v0001")
+    assert result["warm_started_from"] == "v0001"  # from the champion's coefficients
+    assert registry.meta("v0002")["warm_start"].startswith("warm start from lr-")
+    # --no-warm-start: the next challenger starts from scratch, still with the champion as parent
+    champion = registry.champion
+    cold = retrain(warm_start=False)
+    assert cold["challenger"] == "v0003" and cold["warm_started_from"] is None
+    meta = registry.meta("v0003")
+    assert (
+        meta["parent"] == champion and meta["warm_start"] == "trained from scratch (warm start off)"
+    )
+    with pytest.raises(DataValidationError) as err:
+        retrain(warm_start="yes")
+    assert err.value.field == "warm_start"
     # A fresh in-process session (new center party) gets the center's parts from the
     # registry's simulated center store, and the loaded champion scores there.
     fresh = JointSession.in_process(tl.bank_table(3), tl.center_table(3))
@@ -358,3 +382,33 @@ def test_monitoring_excludes_unaligned_and_unconsented_enterprises(cycle) -> Non
     with pytest.raises(DataValidationError) as err:
         monitor_book(session, cycle["registry_dir"], [*some, some[0]], as_of="2025-12-31")
     assert err.value.field == "book.id"
+
+
+def test_retrain_cli_warm_starts_by_default_and_records_the_parent(tmp_path, capsys) -> None:
+    from jointcredit.cli import main
+
+    tl = make_sme_timeline(n_enterprises=3000, n_bank_customers=1500)
+    tl.bank_frame(3).to_csv(tmp_path / "bank.csv", index=False)  # no label column: outcomes
+    tl.center_frame(3).to_csv(tmp_path / "center.csv", index=False)
+    outcomes = tl.outcomes_known(11, include_development=True)
+    outcomes[["id", "default_date", "reported_date"]].to_csv(tmp_path / "out.csv", index=False)
+    params = json.dumps({"backend": "plain", "n_estimators": 4, "max_depth": 2, "n_jobs": 1})
+    base = [
+        "retrain", "--registry", str(tmp_path / "reg"), "--bank", str(tmp_path / "bank.csv"),
+        "--center", str(tmp_path / "center.csv"), "--outcomes", str(tmp_path / "out.csv"),
+        "--observed-at", str(tl.month_dates[3].date()), "--as-of", str(tl.month_dates[11].date()),
+    ]  # fmt: skip
+    assert main([*base, "--params", params]) == 0  # no champion yet: trains v0001
+    assert main([*base, "--out", str(tmp_path / "decision.json")]) == 0
+    champion = ModelRegistry(tmp_path / "reg", create=False).champion  # v0002 if promoted
+    assert main([*base, "--no-warm-start"]) == 0
+    registry = ModelRegistry(tmp_path / "reg", create=False)
+    metas = [registry.meta(v) for v in ("v0001", "v0002", "v0003")]
+    assert [m["warm_started_from"] for m in metas] == [None, "v0001", None]
+    assert [m["parent"] for m in metas] == [None, "v0001", champion]
+    assert metas[2]["warm_start"] == "trained from scratch (warm start off)"
+    decision = json.loads((tmp_path / "decision.json").read_text())
+    assert decision["warm_started_from"] == "v0001" and decision["challenger"] == "v0002"
+    assert "warm start from" in capsys.readouterr().out
+    # the warm-started challenger holds the champion's 4 trees and 4 new ones
+    assert registry.load("v0002").n_estimators_ == 8 and registry.load("v0003").n_estimators_ == 4

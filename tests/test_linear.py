@@ -155,8 +155,10 @@ def test_chebyshev_coefficients_reproduce_residual_and_loss_inside_the_window():
 # --- backend primitives decrypt to the plaintext results -------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["ckks", "paillier"])
-def test_backend_primitives_decrypt_to_plaintext_results(backend):
+@pytest.mark.parametrize("variant", ["ckks", "ckks_prefetch", "paillier"])
+def test_backend_primitives_decrypt_to_plaintext_results(variant):
+    # ckks_prefetch: the center's masks are encrypted ahead in its worker process
+    backend = variant.split("_")[0]
     rng = np.random.default_rng(7)
     n, degree, d_c, d_b = 300, 4, 3, 2
     coeffs = rng.normal(0, 0.2, (n, degree + 1))
@@ -165,6 +167,8 @@ def test_backend_primitives_decrypt_to_plaintext_results(backend):
     X_b = rng.normal(size=(n, d_b))
     bank = lin._bank_crypto(backend, degree=degree)
     center = lin._center_crypto(backend, bank.public(), degree=degree)
+    if variant == "ckks_prefetch":
+        center.enable_prefetch()
     try:
         enc_c = center.load_matrix(bank.encrypt_matrix(coeffs, basis=True), n, degree + 1)
         feats = lin._load_features(center, bank.encrypt_features(X_b), n, d_b)
@@ -174,15 +178,17 @@ def test_backend_primitives_decrypt_to_plaintext_results(backend):
         # of them (std ~0.06); Paillier is exact up to the fixed-point rounding
         tol = 0.35 if backend == "ckks" else 1e-3  # basis values are rounded to 2^-16
 
-        wire, secret = center.center_gradient(r, X_c)
-        masked = bank.open_masked(wire, d_c)
-        # the bank's view is masked: far from the true sums
-        assert np.all(np.abs(np.asarray(masked, dtype=float) - X_c.T @ r_plain) > 100)
-        np.testing.assert_allclose(center.unmask(masked, secret), X_c.T @ r_plain, atol=tol)
+        for _ in range(2 if variant == "ckks_prefetch" else 1):  # on demand, then prefetched
+            wire, secret = center.center_gradient(r, X_c)
+            masked = bank.open_masked(wire, d_c)
+            # the bank's view is masked: far from the true sums
+            assert np.all(np.abs(np.asarray(masked, dtype=float) - X_c.T @ r_plain) > 100)
+            np.testing.assert_allclose(center.unmask(masked, secret), X_c.T @ r_plain, atol=tol)
 
-        grad_x, grad_0 = bank.open_bank_gradient(center.bank_gradient(r, feats), X_b)
-        np.testing.assert_allclose(grad_x, X_b.T @ r_plain, atol=tol)
-        assert grad_0 == pytest.approx(r_plain.sum(), abs=tol)
+        for _ in range(2 if variant == "ckks_prefetch" else 1):
+            grad_x, grad_0 = bank.open_bank_gradient(center.bank_gradient(r, feats), X_b)
+            np.testing.assert_allclose(grad_x, X_b.T @ r_plain, atol=tol)
+            assert grad_0 == pytest.approx(r_plain.sum(), abs=tol)
 
         assert bank.open_total(center.total(enc_c, basis)) == pytest.approx(r_plain.sum(), abs=tol)
 
@@ -531,3 +537,114 @@ def test_a_step_out_of_order_is_refused_without_changing_state():
         )  # fmt: skip
     np.testing.assert_array_equal(side.w, w)
     assert side.state == "training"
+
+
+# --- warm start (init_model) ---------------------------------------------------------------------
+
+
+def test_warm_start_with_zero_epochs_reproduces_the_champion(tmp_path):
+    s = _session(keep_bytes=True)
+    champ = HeteroLogisticRegression(backend="plain", **FAST).fit(s, np.arange(600))
+    loaded = load_bank_model(champ.save(tmp_path))  # the bank's file: no center weights in it
+    mark = s.transcript.mark()
+    again = HeteroLogisticRegression(backend="plain", max_epochs=0, batch_size=450).fit(
+        s, np.arange(300, 900), init_model=loaded
+    )
+    assert again.model_id_ != champ.model_id_ and again.init_model_id_ == champ.model_id_
+    assert again.n_epochs_ == 0 and again.best_epoch_ == 0
+    np.testing.assert_allclose(again.coef_, champ.coef_, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(again.center_coef_, champ.center_coef_, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        again.predict_proba(s)[:, 1], champ.predict_proba(s)[:, 1], rtol=0, atol=1e-12
+    )
+    # The center continued from its own part, found by id: same standardisation, parent noted.
+    part, parent = s.center.model_parts[again.model_id_], s.center.model_parts[champ.model_id_]
+    assert part["standardize"] == parent["standardize"]
+    assert part["parent_model_id"] == champ.model_id_
+    # The bank only named the champion; the center's statistics never crossed.
+    sent = b"".join(s.transcript.since(mark).payloads(Role.BANK, "hetero_lr"))
+    assert champ.model_id_.encode() in sent
+    for v in parent["standardize"]["mean"] + parent["standardize"]["scale"]:
+        assert struct.pack("<d", v) not in sent and repr(v).encode() not in sent
+
+
+def test_warm_start_starts_from_the_champion_and_runs_encrypted():
+    s = _session()
+    champ = HeteroLogisticRegression(backend="plain", **FAST).fit(s)
+    p_champ = champ.predict_proba(s)[:, 1]
+    # a step size too small to move: the warm start stays at the champion, a cold start does not
+    tiny = {"max_epochs": 1, "batch_size": 450, "learning_rate": 1e-6}
+    warm = HeteroLogisticRegression(backend="plain", **tiny).fit(s, init_model=champ)
+    cold = HeteroLogisticRegression(backend="plain", **tiny).fit(s)
+    assert np.abs(warm.predict_proba(s)[:, 1] - p_champ).max() < 1e-4
+    assert np.abs(cold.predict_proba(s)[:, 1] - p_champ).max() > 0.1
+    # one more epoch at the usual rate, encrypted, matches the plain reference mode
+    fits = {
+        b: HeteroLogisticRegression(backend=b, max_epochs=1, batch_size=450, learning_rate=0.1).fit(
+            s, init_model=champ
+        )
+        for b in ("plain", "ckks")
+    }
+    np.testing.assert_allclose(fits["ckks"].coef_, fits["plain"].coef_, atol=0.02)
+    np.testing.assert_allclose(fits["ckks"].center_coef_, fits["plain"].center_coef_, atol=0.02)
+    assert fits["plain"].n_epochs_ == 1 and fits["plain"].best_epoch_ == 1
+    assert np.abs(fits["plain"].coef_.to_numpy() - champ.coef_.to_numpy()).max() > 1e-3
+
+
+def test_scorecard_warm_start_keeps_the_champions_bins(tmp_path):
+    s = _session()
+    params = dict(backend="plain", min_iv=0.01, batch_size=450, learning_rate=0.1)
+    card = HeteroScorecard(**params, max_epochs=3, binning_params={"max_bins": 5}).fit(
+        s, np.arange(600)
+    )
+    loaded = load_bank_model(card.save(tmp_path))
+    again = HeteroScorecard(**params, max_epochs=0).fit(s, np.arange(300, 900), init_model=loaded)
+    np.testing.assert_allclose(again.score(s), card.score(s), rtol=0, atol=1e-9)
+    part, parent = s.center.model_parts[again.model_id_], s.center.model_parts[card.model_id_]
+    assert part["bins"] == parent["bins"] and part["woe"] == parent["woe"]
+    np.testing.assert_allclose(
+        [p for f in part["features"] for p in part["points"][f]],
+        [p for f in parent["features"] for p in parent["points"][f]],
+        atol=1e-9,
+    )
+    assert again.bank_model()["center_iv"] == card.bank_model()["center_iv"]
+    report = again.feature_report_.set_index("feature")
+    assert set(report.index) == set(card.bank_features_) | set(card.center_features_)
+    with pytest.raises(DataValidationError) as info:
+        HeteroScorecard(**params, binning=card.binning_).fit(s, init_model=card)
+    assert info.value.field == "binning"
+
+
+def test_incompatible_warm_start_models_are_refused():
+    s = _session()
+    champ = HeteroLogisticRegression(backend="plain", **FAST).fit(s)
+    cases = [
+        (HeteroScorecard(backend="plain"), champ, "init_model"),  # another model class
+        (HeteroLogisticRegression(backend="plain"), HeteroLogisticRegression(), "init_model"),
+        (HeteroLogisticRegression(backend="plain", bank_features=["flow"]), champ, "bank_features"),
+        (HeteroLogisticRegression(backend="plain", center_features=["tax"]), champ,
+         "center_features"),
+    ]  # fmt: skip
+    for est, init, field in cases:
+        with pytest.raises(DataValidationError) as info:
+            est.fit(s, init_model=init)
+        assert info.value.field == field
+    with pytest.raises(DataValidationError) as info:
+        HeteroLogisticRegression(backend="plain", max_epochs=0).fit(s)  # 0 epochs: warm only
+    assert info.value.field == "max_epochs"
+    # The bank's table lost a feature the champion uses.
+    bank, center = _tables()
+    short = JointSession.in_process(
+        load_party_table(bank.drop(columns="flow"), label_col="y", id_kind="plain"),
+        load_party_table(center, id_kind="plain"),
+    )
+    _align_directly(short)
+    short.center.model_parts.update(s.center.model_parts)
+    with pytest.raises(DataValidationError) as info:
+        HeteroLogisticRegression(backend="plain", **FAST).fit(short, init_model=champ)
+    assert info.value.field == "bank_features"
+    # The credit center holds no part of the champion (another center, or it was deleted).
+    s.center.model_parts.pop(champ.model_id_)
+    with pytest.raises(DataValidationError) as info:
+        HeteroLogisticRegression(backend="plain", **FAST).fit(s, init_model=champ)
+    assert info.value.field == "init_model" and champ.model_id_ in info.value.reason

@@ -120,7 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="align, split, train a joint model, compare with references")
     add_party_args(p, label=True)
     p.add_argument("--model", choices=("logistic", "scorecard", "secureboost"), default="scorecard")
-    p.add_argument("--backend", choices=("ckks", "paillier", "plain"), default=None)
+    p.add_argument(
+        "--backend",
+        choices=("ckks", "paillier", "ou", "plain"),
+        default=None,
+        help="encryption backend (default: the model's own; 'ou' is SecureBoost only)",
+    )
     p.add_argument("--test-size", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", required=True, help="output directory")

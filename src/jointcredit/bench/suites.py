@@ -271,7 +271,7 @@ _BACKEND_NOTES = {
         "encryption (about 30x slower per value) is measured in the primitives suite"
     ),
     "ckks": "this model has no CKKS backend",
-    "ou": "no Okamoto-Uchiyama backend is installed (optional sf-heu / HEU is not a dependency)",
+    "ou": "this model has no Okamoto-Uchiyama backend (SecureBoost has one)",
 }
 
 
@@ -820,7 +820,9 @@ def _prim(name: str, group: str, unit_note: str, **values: Any) -> dict[str, Any
     return {"name": name, "group": group, "status": STATUS_OK, "note": unit_note, **values}
 
 
-@register("primitives", "PSI DH ops/s, Paillier encryptions/s per path, CKKS costs, scoring rows/s")
+@register(
+    "primitives", "PSI DH ops/s, Paillier / OU encryptions/s per path, CKKS costs, scoring rows/s"
+)
 def primitives_suite(ctx: BenchContext) -> dict[str, Any]:
     q = ctx.quick
     reps = 3 if q else 5
@@ -828,6 +830,7 @@ def primitives_suite(ctx: BenchContext) -> dict[str, Any]:
     for name, fn in (
         ("psi", _prim_psi),
         ("paillier", _prim_paillier),
+        ("ou", _prim_ou),
         ("ckks", _prim_ckks),
         ("scoring", _prim_scoring),
     ):
@@ -901,10 +904,7 @@ def _prim_psi(ctx: BenchContext, q: bool, reps: int) -> list[dict[str, Any]]:
 def _prim_paillier(ctx: BenchContext, q: bool, reps: int) -> list[dict[str, Any]]:
     from jointcredit.crypto.paillier import (
         FastEncryptor,
-        compress,
-        decompress_ints,
         generate_paillier_keypair,
-        slots_per_ciphertext,
     )
 
     out = []
@@ -941,29 +941,71 @@ def _prim_paillier(ctx: BenchContext, q: bool, reps: int) -> list[dict[str, Any]
     out.append(_prim("paillier2048_encrypt_fast_crt_2proc", "paillier",
                      "fast path with CRT, 2 worker processes (what SecureBoost's bank uses)", **par))  # fmt: skip
 
+    out += _additive_ops("paillier2048", "paillier", pub, priv, cts, q, reps,
+                         ("ciphertext addition (gmpy2)", "decrypt with CRT (gmpy2)"))  # fmt: skip
+    return out
+
+
+def _additive_ops(
+    prefix: str,
+    group: str,
+    pub: Any,
+    priv: Any,
+    cts: list[Any],
+    q: bool,
+    reps: int,
+    notes: tuple[str, str],
+) -> list[dict[str, Any]]:
+    """Addition, decryption and packed decryption records of an additive scheme (Paillier / OU:
+    same key and module surface)."""
+    module = importlib.import_module(f"jointcredit.crypto.{group}")
+
     def adds() -> None:
         acc = cts[0]
         for c in cts:
             acc = pub.raw_add(acc, c)
 
-    out.append(
-        _prim(
-            "paillier2048_add",
-            "paillier",
-            "ciphertext addition (gmpy2)",
-            **_rate(adds, len(cts), reps),
-        )
-    )
     n_dec = 40 if q else 200
-    out.append(_prim("paillier2048_decrypt_crt", "paillier", "decrypt with CRT (gmpy2)",
-                     **_rate(lambda: priv.decrypt_ints(cts[:n_dec]), n_dec, reps)))  # fmt: skip
-    per = slots_per_ciphertext(pub, 64)
-    group = cts[: per * 4]
-    packed = compress(pub, group, 64)
-    dec = _rate(lambda: decompress_ints(priv, packed, 64, len(group)), len(group), reps)
+    out = [
+        _prim(f"{prefix}_add", group, notes[0], **_rate(adds, len(cts), reps)),
+        _prim(f"{prefix}_decrypt", group, notes[1],
+              **_rate(lambda: priv.decrypt_ints(cts[:n_dec]), n_dec, reps)),
+    ]  # fmt: skip
+    per = module.slots_per_ciphertext(pub, 64)
+    values = cts[: per * 4]
+    packed = module.compress(pub, values, 64)
+    dec = _rate(lambda: module.decompress_ints(priv, packed, 64, len(values)), len(values), reps)
     dec["slots_per_ciphertext"] = per
-    out.append(_prim("paillier2048_packed_decrypt_per_value", "paillier",
+    out.append(_prim(f"{prefix}_packed_decrypt_per_value", group,
                      "64-bit slots: one decryption per packed ciphertext", **dec))  # fmt: skip
+    return out
+
+
+def _prim_ou(ctx: BenchContext, q: bool, reps: int) -> list[dict[str, Any]]:
+    from jointcredit.crypto.ou import OUEncryptor, generate_ou_keypair
+
+    pub, priv = generate_ou_keypair(2048)
+    rng = np.random.default_rng(ctx.seed)
+    n_enc = 200 if q else 4_000
+    # 120-bit values: the size of SecureBoost's packed (g, h) plaintexts
+    vals = [int(a) << 60 | int(b) for a, b in rng.integers(0, 2**60, (n_enc, 2))]
+    out = []
+    for name, note, make in (
+        ("ou2048_encrypt_public_1core", "short exponent + fixed-base tables, public key, one core",
+         lambda: OUEncryptor(pub, n_jobs=1)),
+        ("ou2048_encrypt_crt_1core", "the key holder's CRT (mod p^2 and q), one core",
+         lambda: OUEncryptor.for_private_key(priv, n_jobs=1)),
+        ("ou2048_encrypt_crt_2threads", "CRT, 2 threads (what SecureBoost's bank uses)",
+         lambda: OUEncryptor.for_private_key(priv, n_jobs=2)),
+    ):  # fmt: skip
+        enc = make()
+        rate = _rate(lambda enc=enc: enc.encrypt_ints(vals), n_enc, reps)
+        rate["decrypts_correctly"] = priv.decrypt_ints(enc.encrypt_ints(vals[:5])) == vals[:5]
+        out.append(_prim(name, "ou", note, **rate))
+    cts = OUEncryptor(pub, n_jobs=1).encrypt_ints([int(v) for v in rng.integers(0, 2**40, 1_000)])
+    out += _additive_ops("ou2048", "ou", pub, priv, cts, q, reps,
+                         ("ciphertext multiplication mod n (gmpy2)",
+                          "one exponentiation mod p^2 (gmpy2)"))  # fmt: skip
     return out
 
 

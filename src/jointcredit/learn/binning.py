@@ -45,6 +45,7 @@ from jointcredit.learn._bins import (
     monotonic_groups,
     woe_iv,
 )
+from jointcredit.learn._validation import check_rows, require_fields
 from jointcredit.parties import BankParty, CenterParty
 from jointcredit.protocol import registry
 from jointcredit.protocol.session import ProtocolChannel
@@ -61,30 +62,6 @@ def _catalogue() -> dict[str, Any]:
     from jointcredit.data.catalogue import CENTER_CATALOGUE
 
     return CENTER_CATALOGUE
-
-
-def _check_rows(rows: Any, n_aligned: int, field: str = "rows") -> np.ndarray:
-    """Row positions in the aligned intersection: 1-D, int, in range, no duplicates."""
-    if rows is None:
-        return np.arange(n_aligned, dtype=np.int64)
-    arr = np.asarray(rows)
-    if arr.ndim != 1 or arr.dtype.kind not in "iu":
-        raise DataValidationError(field, "row positions must be a 1-D integer array")
-    arr = arr.astype(np.int64)
-    if arr.size and (arr.min() < 0 or arr.max() >= n_aligned):
-        raise DataValidationError(field, f"row positions must be in [0, {n_aligned})")
-    if np.unique(arr).size != arr.size:
-        raise DataValidationError(field, "row positions must not repeat")
-    return arr
-
-
-def _require(payload: Any, where: str, keys: Sequence[str]) -> dict:
-    if not isinstance(payload, dict):
-        raise MalformedMessageError(f"{where}: payload must be a dict")
-    missing = [k for k in keys if k not in payload]
-    if missing:
-        raise MalformedMessageError(f"{where}: missing field(s) {missing}")
-    return payload
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,13 +85,13 @@ class BinningCenter:
             {"name": f, "category": catalogue[f].category if f in catalogue else None}
             for f in self.center.feature_names
         ]
-        job = _require(
+        job = require_fields(
             channel.request("start", {"n_aligned": int(len(aligned)), "features": meta}),
             "binning/start.ok",
             ("model_id", "rows", "max_bins", "min_bin_fraction", "monotonic", "backend",
              "center_features", "public_key", "labels"),
         )  # fmt: skip
-        rows = _check_rows(job["rows"], len(aligned), "binning/start.ok rows")
+        rows = check_rows(job["rows"], len(aligned), "binning/start.ok rows")
         if rows.size < self.min_rows:
             raise ProtocolError(f"binning: {rows.size} rows is below the center's minimum")
         features = self._features(job["center_features"])
@@ -160,7 +137,7 @@ class BinningCenter:
             parts[name] = {"spec": spec, "labels": labels}
 
         events, slot_bits = crypto.pack(sums)
-        reply = _require(
+        reply = require_fields(
             channel.request(
                 "counts", {"features": described, "slot_bits": slot_bits, "events": events}
             ),
@@ -345,7 +322,7 @@ class BinningBank:
     # -- start: job parameters and encrypted labels ------------------------------------------
 
     def _start(self, payload: Any) -> dict[str, Any]:
-        payload = _require(payload, "binning/start", ("n_aligned", "features"))
+        payload = require_fields(payload, "binning/start", ("n_aligned", "features"))
         aligned = self.bank.require_aligned()
         if payload["n_aligned"] != len(aligned):
             raise ProtocolError(
@@ -363,7 +340,7 @@ class BinningBank:
                 raise DataValidationError(
                     "center_features", f"not offered by the center: {unknown}"
                 )
-        rows = _check_rows(self.rows, len(aligned))
+        rows = check_rows(self.rows, len(aligned))
         y = self.bank.aligned_labels(rows).astype(np.int64)
         self.bank_result = _bin_bank_features(
             self.bank.aligned_features(rows),
@@ -401,7 +378,7 @@ class BinningBank:
     # -- counts: decrypt, WOE / IV, optional monotonic merging ---------------------------------
 
     def _counts(self, payload: Any) -> dict[str, Any]:
-        payload = _require(payload, "binning/counts", ("features", "slot_bits", "events"))
+        payload = require_fields(payload, "binning/counts", ("features", "slot_bits", "events"))
         features = payload["features"]
         if not isinstance(features, list):
             raise MalformedMessageError("binning/counts: features must be a list")
@@ -431,7 +408,9 @@ class BinningBank:
         return {"merges": merges}
 
     def _parse_feature(self, f: Any) -> dict[str, Any]:
-        f = _require(f, "binning/counts feature", ("name", "labels", "kinds", "totals", "order"))
+        f = require_fields(
+            f, "binning/counts feature", ("name", "labels", "kinds", "totals", "order")
+        )
         name = f["name"]
         if name not in self.center_meta:
             raise ProtocolError(f"binning: counts for a feature the center did not offer: {name!r}")
@@ -632,7 +611,7 @@ class FederatedBinning:
     def fit(self, session: Any, rows: Any = None) -> FederatedBinning:
         """Run the binning protocol on ``rows`` (positions in the aligned list; default all)."""
         aligned = session.bank.require_aligned()
-        rows = _check_rows(rows, len(aligned))
+        rows = check_rows(rows, len(aligned))
         side = BinningBank(
             session.bank,
             rows=rows,

@@ -66,6 +66,7 @@ from jointcredit.learn._hist import (
     leaf_weight,
     plain_candidate_sums,
 )
+from jointcredit.learn._validation import check_rows, require_fields
 from jointcredit.parties import BankParty, CenterParty
 from jointcredit.protocol import registry
 from jointcredit.protocol.session import ProtocolChannel
@@ -92,6 +93,9 @@ WIRE_VERSION = 1
 MAX_DEPTH_LIMIT = 12
 MAX_BIN_LIMIT = 255
 MAX_TREES_LIMIT = 10_000
+#: Encryption backends: Paillier (default), Okamoto-Uchiyama (faster: ciphertexts mod p^2 q
+#: instead of n^2, see ``jointcredit.crypto.ou``) and the identity (reference mode).
+BACKENDS = ("paillier", "ou", "plain")
 #: Plaintext capacity the reference mode simulates (that of a 2048-bit Paillier key).
 PLAIN_CAPACITY_BITS = 2048
 _PACKING_MARGIN_BITS = 2
@@ -183,18 +187,20 @@ class BoostParams:
             raise DataValidationError(
                 "speculative_gradients", "needs label-independent sampling (not GOSS)"
             )
-        if p.backend not in ("paillier", "plain"):
+        if p.backend not in BACKENDS:
             raise DataValidationError(
-                "backend", f"must be 'paillier' or 'plain', got {p.backend!r}"
+                "backend", f"must be one of {', '.join(BACKENDS)}, got {p.backend!r}"
             )
         check_positive_int("key_bits", p.key_bits)
-        if p.backend == "paillier":
+        if p.backend in ("paillier", "ou"):
+            from jointcredit.crypto.ou import MIN_OU_BITS
             from jointcredit.crypto.paillier import MIN_PAILLIER_BITS
 
-            if p.key_bits < MIN_PAILLIER_BITS:
+            minimum = MIN_PAILLIER_BITS if p.backend == "paillier" else MIN_OU_BITS
+            scheme = "Paillier" if p.backend == "paillier" else "Okamoto-Uchiyama"
+            if p.key_bits < minimum:
                 raise KeyPolicyError(
-                    f"key_bits: a {p.key_bits}-bit Paillier key is below the "
-                    f"{MIN_PAILLIER_BITS}-bit minimum"
+                    f"key_bits: a {p.key_bits}-bit {scheme} key is below the {minimum}-bit minimum"
                 )
         check_positive_int("frac_bits", p.frac_bits, minimum=8, maximum=40)
         check_positive_int("n_jobs", p.n_jobs, maximum=256)
@@ -211,12 +217,16 @@ class BoostParams:
 
 
 # ============================================================================================
-# encryption backends: the only place where "paillier" and "plain" differ
+# encryption backends: the only place where "paillier", "ou" and "plain" differ
 # ============================================================================================
 
 
 class _BankCipher:
-    """Key holder side: encrypt packed gradients, decrypt compressed histograms."""
+    """Key holder side: encrypt packed gradients, decrypt compressed histograms.
+
+    Paillier and OU keys expose the same small surface (``to_bytes``, ``ciphertexts_to_bytes``,
+    an encryptor with ``for_private_key`` / ``encrypt_ints``, ``decompress_ints``), so only
+    the key generation differs."""
 
     def __init__(self, backend: str, key_bits: int, n_jobs: int) -> None:
         self.backend = backend
@@ -227,6 +237,11 @@ class _BankCipher:
 
             self.public_key, self.private_key = generate_paillier_keypair(key_bits)
             self.capacity = self.public_key.n_bits - _PACKING_MARGIN_BITS
+        elif backend == "ou":
+            from jointcredit.crypto.ou import generate_ou_keypair
+
+            self.public_key, self.private_key = generate_ou_keypair(key_bits)
+            self.capacity = self.public_key.plaintext_bits - _PACKING_MARGIN_BITS
         else:
             self.public_key = self.private_key = None
             self.capacity = PLAIN_CAPACITY_BITS - _PACKING_MARGIN_BITS
@@ -243,9 +258,12 @@ class _BankCipher:
         if self.public_key is None:
             return b"".join(int(v).to_bytes(PLAIN_CAPACITY_BITS // 8, "big") for v in values)
         if self._encryptor is None:
-            from jointcredit.crypto.paillier import FastEncryptor
+            if self.backend == "ou":
+                from jointcredit.crypto.ou import OUEncryptor as Encryptor
+            else:
+                from jointcredit.crypto.paillier import FastEncryptor as Encryptor
 
-            self._encryptor = FastEncryptor.for_private_key(self.private_key, n_jobs=self.n_jobs)
+            self._encryptor = Encryptor.for_private_key(self.private_key, n_jobs=self.n_jobs)
         return self.public_key.ciphertexts_to_bytes(self._encryptor.encrypt_ints(values))
 
     def decrypt_records(self, blob: Any, slot_bits: int, count: int) -> list[int]:
@@ -263,7 +281,10 @@ class _BankCipher:
                 return decompress_plain(values, slot_bits, per, count)
             except ValueError as exc:
                 raise MalformedMessageError(f"histogram: {exc}") from exc
-        from jointcredit.crypto.paillier import decompress_ints
+        if self.backend == "ou":
+            from jointcredit.crypto.ou import decompress_ints
+        else:
+            from jointcredit.crypto.paillier import decompress_ints
 
         cts = self.public_key.ciphertexts_from_bytes(blob)
         try:
@@ -292,6 +313,15 @@ class _CenterCipher:
             self.mod: Any = self.public_key.nsquare
             self.width = self.public_key.ciphertext_width
             self.capacity = self.public_key.n_bits - _PACKING_MARGIN_BITS
+        elif backend == "ou":
+            from jointcredit.crypto.ou import OUPublicKey
+
+            if not isinstance(public_key, bytes):
+                raise MalformedMessageError("start: public_key must be bytes")
+            self.public_key = OUPublicKey.from_bytes(public_key)  # refuses < 2048 bits
+            self.mod = self.public_key.n
+            self.width = self.public_key.ciphertext_width
+            self.capacity = self.public_key.plaintext_bits - _PACKING_MARGIN_BITS
         elif backend == "plain":
             self.public_key = None
             self.mod = None
@@ -315,9 +345,12 @@ class _CenterCipher:
         if self.public_key is None:
             return b"".join(int(c).to_bytes(self.width, "big") for c in cts)
         if self._rerandomizer is None:
-            from jointcredit.crypto.paillier import FastEncryptor
+            if self.backend == "ou":
+                from jointcredit.crypto.ou import OUEncryptor as Encryptor
+            else:
+                from jointcredit.crypto.paillier import FastEncryptor as Encryptor
 
-            self._rerandomizer = FastEncryptor(self.public_key, n_jobs=1)
+            self._rerandomizer = Encryptor(self.public_key, n_jobs=1)
         return self.public_key.ciphertexts_to_bytes(self._rerandomizer.rerandomize(cts))
 
     def close(self) -> None:
@@ -345,15 +378,6 @@ def _int_array(raw: Any, what: str) -> np.ndarray:
     if not isinstance(raw, np.ndarray) or raw.ndim != 1 or raw.dtype.kind not in "iu":
         raise MalformedMessageError(f"{what}: expected a 1-D integer array")
     return raw.astype(np.int64)
-
-
-def _dict(payload: Any, what: str, keys: Sequence[str]) -> dict:
-    if not isinstance(payload, dict):
-        raise MalformedMessageError(f"{what}: payload must be a dict")
-    missing = [k for k in keys if k not in payload]
-    if missing:
-        raise MalformedMessageError(f"{what}: missing field(s) {missing}")
-    return payload
 
 
 def _children(node: int) -> tuple[int, int]:
@@ -547,7 +571,7 @@ class SecureBoostCenter:
     # -- job setup ---------------------------------------------------------------------------
 
     def _validate_job(self, reply: Any) -> dict:
-        job = _dict(
+        job = require_fields(
             reply,
             "start",
             [
@@ -588,9 +612,31 @@ class SecureBoostCenter:
         if np.unique(both).size != both.size or rows["train_rows"].size == 0:
             raise DataValidationError("train_rows", "rows must be distinct and non-empty")
         job["train_rows"], job["valid_rows"] = rows["train_rows"], rows["valid_rows"]
+        job["init_part"] = self._init_part(job.get("init_model_id"), int(job["first_tree"]))
         job["cipher"] = _CenterCipher(job["backend"], job["public_key"])
         check_positive_int("slot_bits", job["slot_bits"], maximum=job["cipher"].capacity)
         return job
+
+    def _init_part(self, init_model_id: Any, first_tree: int) -> CenterBoostPart | None:
+        """The center's own part of the model a warm start continues (looked up by its id: the
+        bank never holds center features or thresholds)."""
+        if init_model_id is None:
+            return None
+        part = (
+            self.center.model_parts.get(init_model_id) if isinstance(init_model_id, str) else None
+        )
+        if not isinstance(part, CenterBoostPart):
+            raise DataValidationError(
+                "init_model", f"no SecureBoost part {init_model_id!r} at the credit center"
+            )
+        missing = [f for f in part.feature_names if f not in self.center.feature_names]
+        if missing:
+            raise DataValidationError(
+                "init_model", f"center feature(s) {missing} of the warm-start model not held"
+            )
+        if any(t >= first_tree for t in part.trees):
+            raise ProtocolError(f"start: the warm-start model has trees beyond {first_tree}")
+        return part
 
     def run(self, channel: ProtocolChannel) -> str:
         job = self._validate_job(channel.request("start"))
@@ -611,6 +657,11 @@ class SecureBoostCenter:
         self.n_value_bins = self.mapper.n_value_bins
         self.n_features = X.shape[1]
         self.trees: dict[int, dict[int, dict]] = {}
+        if job["init_part"] is not None:  # the parent's center splits, by this table's columns
+            self.trees = {
+                t: {k: dict(n) for k, n in nodes.items()}
+                for t, nodes in job["init_part"].trees.items()
+            }
         work = self.n_train * max(1, self.n_features)
         jobs = self.n_jobs if work >= _PARALLEL_MIN_WORK else 1
         self.engine = HistogramEngine(jobs, cipher.mod)
@@ -619,7 +670,7 @@ class SecureBoostCenter:
             tree_index = int(job["first_tree"])
             carry: dict | None = None
             while True:
-                nxt = _dict(payload, "next", ["stop"])
+                nxt = require_fields(payload, "next", ["stop"])
                 if nxt["stop"]:
                     n_trees = check_positive_int("n_trees", nxt.get("n_trees"), minimum=0)
                     break
@@ -645,7 +696,7 @@ class SecureBoostCenter:
     ) -> tuple[dict, dict | None]:
         """One tree. ``carry``: the previous tree's last center splits, whose memberships the
         bank has not seen yet (it sent gradients for both outcomes of their rows)."""
-        _dict(nxt, "next", ["tree", "rows", "cts", "alt_rows", "alt_cts"])
+        require_fields(nxt, "next", ["tree", "rows", "cts", "alt_rows", "alt_cts"])
         if nxt["tree"] != t:
             raise ProtocolError(f"next: expected tree {t}, got {nxt['tree']!r}")
         sample = _int_array(nxt["rows"], "next.rows")
@@ -705,11 +756,11 @@ class SecureBoostCenter:
                 },
             )
             prev_members = []
-            reply = _dict(reply, "level.ok", ["decisions", "next"])
+            reply = require_fields(reply, "level.ok", ["decisions", "next"])
             decisions = reply["decisions"]
             if decisions is None and depth == 0 and carry is not None:
                 # the previous tree's routing triggered early stopping at the bank
-                nxt_payload = _dict(reply["next"], "level.ok.next", ["stop"])
+                nxt_payload = require_fields(reply["next"], "level.ok.next", ["stop"])
                 if not nxt_payload["stop"]:
                     raise MalformedMessageError("level.ok: no decisions but no stop either")
                 return nxt_payload, None
@@ -778,7 +829,7 @@ class SecureBoostCenter:
         reply = channel.request(
             "finish", {"tree": t, "members": members, "prev_members": prev_members}
         )
-        return _dict(reply, "finish.ok", ["next"])["next"], None
+        return require_fields(reply, "finish.ok", ["next"])["next"], None
 
     def _level_histograms(
         self,
@@ -923,11 +974,27 @@ class SecureBoostBank:
     protocol = PROTOCOL
 
     def __init__(
-        self, bank: BankParty, *, rows: Sequence[int] | np.ndarray | None = None, **params: Any
+        self,
+        bank: BankParty,
+        *,
+        rows: Sequence[int] | np.ndarray | None = None,
+        init_model: BankBoostModel | None = None,
+        init_raw_scores: np.ndarray | None = None,
+        **params: Any,
     ) -> None:
         self.bank = bank
         self.params = BoostParams.validate(**params)
         self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        # warm start: the parent's bank part and its joint raw scores of ``rows`` (from
+        # ``secureboost_predict``, so no center split ever reaches the bank)
+        if (init_model is None) != (init_raw_scores is None):
+            raise DataValidationError("init_model", "needs the parent's raw scores of the rows")
+        if init_model is not None and not isinstance(init_model, BankBoostModel):
+            raise DataValidationError("init_model", "must be a SecureBoost bank model")
+        self.init_model = init_model
+        self.init_raw_scores = (
+            None if init_raw_scores is None else np.asarray(init_raw_scores, dtype=np.float64)
+        )
         self.state = "new"
         self.model: BankBoostModel | None = None
         self.evals: list[float] = []
@@ -995,13 +1062,19 @@ class SecureBoostBank:
         self.cipher = _BankCipher(p.backend, p.key_bits, p.n_jobs)
         if self.packing.slot_bits > self.cipher.capacity:
             raise DataValidationError("frac_bits", "packed gradients do not fit one plaintext")
-        pbar = float(self.y[: self.n_train].mean())
-        self.init_score = math.log(pbar / (1.0 - pbar))
-        self.F = np.full(job_rows.size, self.init_score)
         self.model_id = uuid.uuid4().hex
-        self.trees: list[dict[int, dict]] = []
+        if self.init_model is None:
+            pbar = float(self.y[: self.n_train].mean())
+            self.init_score = math.log(pbar / (1.0 - pbar))
+            self.F = np.full(job_rows.size, self.init_score)
+            self.trees: list[dict[int, dict]] = []
+        else:
+            self._warm_start(rows, job_rows)
+        self.n_init = len(self.trees)
+        self.n_total = self.n_init + p.n_estimators  # n_estimators counts the new trees
         self.state = "training"
-        first_joint = min(p.bank_only_trees, p.n_estimators)
+        # bank-only trees open a model; a continuation already has its parent's
+        first_joint = 0 if self.n_init else min(p.bank_only_trees, p.n_estimators)
         stop = False
         for _ in range(first_joint):
             self._begin_tree()
@@ -1009,10 +1082,11 @@ class SecureBoostBank:
             if self._end_tree():
                 stop = True
                 break
-        if stop or len(self.trees) >= p.n_estimators:
+        if stop or len(self.trees) >= self.n_total:
             first = self._stop_payload()
         else:
             first = self._begin_tree_payload()
+        warm = {} if self.init_model is None else {"init_model_id": self.init_model.model_id}
         return {
             "version": WIRE_VERSION,
             "model_id": self.model_id,
@@ -1022,13 +1096,32 @@ class SecureBoostBank:
             "max_bin": p.max_bin,
             "min_child_samples": p.min_child_samples,
             "colsample_bytree": p.colsample_bytree,
-            "n_estimators": p.n_estimators,
+            "n_estimators": self.n_total,
             "first_tree": len(self.trees),
             "slot_bits": self.packing.slot_bits,
             "train_rows": train_rows,
             "valid_rows": valid_rows,
             "first": first,
+            **warm,  # optional: the center continues from its own part of that model
         }
+
+    def _warm_start(self, rows: np.ndarray, job_rows: np.ndarray) -> None:
+        """Start from the parent: its trees, its base score, its joint raw scores as margin."""
+        parent = self.init_model
+        if parent.feature_names != self.feature_names:
+            raise DataValidationError(
+                "feature_names",
+                f"the bank's features {self.feature_names} differ from the warm-start model's "
+                f"{parent.feature_names}",
+            )
+        raw = self.init_raw_scores
+        if raw.shape != (rows.size,) or not np.isfinite(raw).all():
+            raise DataValidationError("init_raw_scores", f"need {rows.size} finite raw scores")
+        order = np.argsort(rows, kind="stable")
+        at = order[np.searchsorted(rows, job_rows, sorter=order)]
+        self.init_score = parent.init_score
+        self.F = raw[at].copy()
+        self.trees = [{k: dict(n) for k, n in tree.items()} for tree in parent.trees]
 
     # -- per tree ----------------------------------------------------------------------------
 
@@ -1121,14 +1214,13 @@ class SecureBoostBank:
     def _stop_payload(self) -> dict:
         n_trees = len(self.trees)
         if self.best_iteration is not None and self.params.early_stopping_rounds is not None:
-            n_trees = self.best_iteration + 1
+            n_trees = max(self.best_iteration + 1, self.n_init)
         self.trees = self.trees[:n_trees]
+        params = dict(asdict(self.params))
+        if self.init_model is not None:
+            params["init_model_id"] = self.init_model.model_id  # the parent, for the record
         self.model = BankBoostModel(
-            self.model_id,
-            self.feature_names,
-            self.init_score,
-            self.trees,
-            {k: v for k, v in asdict(self.params).items()},
+            self.model_id, self.feature_names, self.init_score, self.trees, params
         )
         self.bank.model_parts[self.model_id] = self.model
         self.state = "done"
@@ -1244,7 +1336,9 @@ class SecureBoostBank:
         self.pending = {}
 
     def _level(self, payload: Any) -> dict:
-        msg = _dict(payload, "level", ["tree", "depth", "members", "nodes", "prev_members"])
+        msg = require_fields(
+            payload, "level", ["tree", "depth", "members", "nodes", "prev_members"]
+        )
         if msg["tree"] != len(self.trees) or msg["depth"] != self.depth:
             raise ProtocolError(f"level: expected tree {len(self.trees)} depth {self.depth}")
         nodes = msg["nodes"]
@@ -1310,7 +1404,7 @@ class SecureBoostBank:
         elif (
             not self.open_nodes
             and self.params.speculative_gradients
-            and len(self.trees) + 1 < self.params.n_estimators
+            and len(self.trees) + 1 < self.n_total
         ):
             # the tree is complete but the rows of its last center splits are not yet routed:
             # send the next tree's gradients for both outcomes instead of waiting for them
@@ -1362,7 +1456,7 @@ class SecureBoostBank:
         return self._evaluate()
 
     def _finish(self, payload: Any) -> dict:
-        msg = _dict(payload, "finish", ["tree", "members", "prev_members"])
+        msg = require_fields(payload, "finish", ["tree", "members", "prev_members"])
         if msg["tree"] != len(self.trees) or self.open_nodes:
             raise ProtocolError(f"finish: unexpected for tree {msg['tree']!r}")
         if self._resolve_deferred(msg["prev_members"]):
@@ -1373,7 +1467,7 @@ class SecureBoostBank:
     def _finish_tree(self) -> dict:
         if self._end_tree():
             return self._stop_payload()
-        if len(self.trees) >= self.params.n_estimators:
+        if len(self.trees) >= self.n_total:
             return self._stop_payload()
         return self._begin_tree_payload()
 
@@ -1413,8 +1507,8 @@ class SecureBoostBank:
         p = self.params
         if self.valid_rows.size:
             loss = _logloss(self.y[self.n_train :], self.F[self.n_train :])
-            self.evals.append(loss)
-            if self.best_iteration is None or loss < self.evals[self.best_iteration]:
+            self.evals.append(loss)  # one entry per new tree (a parent's trees are not rescored)
+            if self.best_iteration is None or loss < self.evals[self.best_iteration - self.n_init]:
                 self.best_iteration = len(self.trees) - 1
             if (
                 p.early_stopping_rounds is not None
@@ -1450,7 +1544,7 @@ class SecureBoostPredictCenter:
         self.center = center
 
     def run(self, channel: ProtocolChannel) -> int:
-        job = _dict(channel.request("start"), "start.ok", ["model_id", "rows"])
+        job = require_fields(channel.request("start"), "start.ok", ["model_id", "rows"])
         part = self.center.model_parts.get(job["model_id"])
         if not isinstance(part, CenterBoostPart):
             raise DataValidationError("model_id", f"no SecureBoost part {job['model_id']!r} here")
@@ -1508,7 +1602,7 @@ class SecureBoostPredictBank:
         raise UnexpectedMessageError(f"secureboost_predict: unexpected {msg_type!r}")
 
     def _combine(self, payload: Any) -> np.ndarray:
-        msg = _dict(payload, "masks", ["trees", "n_leaves", "masks"])
+        msg = require_fields(payload, "masks", ["trees", "n_leaves", "masks"])
         expected = self.model.center_trees()
         if msg["trees"] != expected:
             raise ProtocolError("masks: trees with center splits do not match the bank's model")
@@ -1575,9 +1669,11 @@ class HeteroSecureBoost:
         bank_only_trees: the first trees use bank features only (no messages, no encryption).
         validation_fraction, early_stopping_rounds: stratified bank-held validation split and
             early stopping on its log-loss (validation labels never leave the bank).
-        backend: ``"paillier"`` or ``"plain"`` (reference mode: identity encryption; it sends
-            gradients in the clear and exists to prove the encrypted run lossless).
-        key_bits: Paillier modulus size (>= 2048). frac_bits: fixed-point precision of g, h.
+        backend: ``"paillier"``, ``"ou"`` (Okamoto-Uchiyama: the same protocol with ciphertexts
+            modulo ``p^2 q``; about twice as fast end to end, see docs/crypto.md) or ``"plain"``
+            (reference mode: identity encryption; it sends gradients in the clear and exists to
+            prove the encrypted run lossless).
+        key_bits: Paillier / OU modulus size (>= 2048). frac_bits: fixed-point precision of g, h.
         n_jobs: bank encryption processes. random_state: the bank's sampling seed.
     """
 
@@ -1598,9 +1694,23 @@ class HeteroSecureBoost:
         return self
 
     def fit(
-        self, session: Any, rows: Sequence[int] | np.ndarray | None = None
+        self,
+        session: Any,
+        rows: Sequence[int] | np.ndarray | None = None,
+        *,
+        init_model: HeteroSecureBoost | None = None,
     ) -> HeteroSecureBoost:
+        """Train on ``rows`` (aligned positions; default all).
+
+        ``init_model``: a fitted or loaded :class:`HeteroSecureBoost` to continue (LightGBM's
+        ``init_model``): the new model keeps its trees and base score, starts from its joint raw
+        scores (computed first with ``secureboost_predict``, so no center split reaches the
+        bank) and adds up to ``n_estimators`` new trees; the center copies its own part of the
+        parent, found by the parent's model id. ``bank_only_trees`` is ignored (the parent
+        opened the model).
+        """
         params = BoostParams.validate(**self.hyperparameters)  # typed errors before any crypto
+        parent = self._check_init_model(session, init_model)
         if params.sampling == "goss":
             warnings.warn(
                 "GOSS shows the credit center which rows have large gradients (label leakage); "
@@ -1608,7 +1718,20 @@ class HeteroSecureBoost:
                 UserWarning,
                 stacklevel=2,
             )
-        side = SecureBoostBank(session.bank, rows=rows, **asdict(params))
+        warm: dict[str, Any] = {}
+        if parent is not None:
+            fit_rows = _fit_rows(session, rows)
+            try:
+                raw = init_model.decision_function(session, fit_rows)
+            except DataValidationError as exc:
+                if exc.field != "model_id":
+                    raise
+                raise DataValidationError(
+                    "init_model", f"the credit center cannot score it: {exc.reason}"
+                ) from exc
+            warm = {"init_model": parent, "init_raw_scores": raw}
+            rows = fit_rows
+        side = SecureBoostBank(session.bank, rows=rows, **warm, **asdict(params))
         mark = session.transcript.mark()
         start = time.perf_counter()
         try:
@@ -1634,7 +1757,29 @@ class HeteroSecureBoost:
         self.train_rows_ = side.train_rows
         self.valid_rows_ = side.valid_rows
         self.train_raw_scores_ = side.train_scores
+        self.init_model_id_ = None if parent is None else parent.model_id
         return self
+
+    @staticmethod
+    def _check_init_model(session: Any, init_model: Any) -> BankBoostModel | None:
+        """The parent's bank part, if it can be continued with this session's bank table."""
+        if init_model is None:
+            return None
+        if not isinstance(init_model, HeteroSecureBoost):
+            raise DataValidationError(
+                "init_model", f"must be a fitted HeteroSecureBoost, got {type(init_model).__name__}"
+            )
+        parent = getattr(init_model, "model_", None)
+        if parent is None:
+            raise DataValidationError("init_model", "the warm-start model is not fitted")
+        own = list(session.bank.feature_names)
+        if parent.feature_names != own:
+            raise DataValidationError(
+                "feature_names",
+                f"the bank's features {own} differ from the warm-start model's "
+                f"{parent.feature_names}",
+            )
+        return parent
 
     def _check_fitted(self) -> BankBoostModel:
         model = getattr(self, "model_", None)
@@ -1683,6 +1828,12 @@ class HeteroSecureBoost:
         est.init_score_ = model.init_score
         est.feature_names_in_ = list(model.feature_names)
         return est
+
+
+def _fit_rows(session: Any, rows: Sequence[int] | np.ndarray | None) -> np.ndarray:
+    """``rows`` as checked positions (all aligned rows for None)."""
+    n_aligned = session.bank.require_aligned().shape[0]
+    return check_rows(rows, n_aligned)
 
 
 # ============================================================================================

@@ -49,6 +49,7 @@ from jointcredit.errors import (
     UnexpectedMessageError,
 )
 from jointcredit.learn._bins import BinSpec
+from jointcredit.learn._validation import check_rows, require_fields
 from jointcredit.parties import BankParty, CenterParty
 from jointcredit.protocol import registry
 from jointcredit.protocol.session import ProtocolChannel
@@ -73,6 +74,9 @@ MAX_BATCH_ROWS = 8192
 # scalar mask hiding the center's gradient sums is spread over the slots at up to 2^16 each;
 # both keep every slot well below CKKSParams.max_abs (2^19 for the default parameters).
 _CKKS_SLOT_MASK = 2.0**16
+#: The center encrypts its masks in a worker process when a job needs at least this many fresh
+#: encryptions (~6 ms each); below it the worker's start-up (~1 s) does not pay.
+PREFETCH_MIN_ENCRYPTIONS = 400
 
 # Paillier fixed point: Chebyshev coefficients, basis values and features.
 _F_COEF = 24
@@ -339,6 +343,8 @@ class _CkksCenter:
             raise ProtocolError("ckks: the center expects a public context without Galois keys")
         self.slots = self.peer.slots
         self.noise_std = float(noise_std)
+        self._public = public
+        self._pool: Any = None
 
     def _pad(self, v: np.ndarray, total: int) -> list[float]:
         return np.concatenate([v, np.zeros(total - v.size)]).tolist()
@@ -365,49 +371,76 @@ class _CkksCenter:
             acc = prod if acc is None else [a + b for a, b in zip(acc, prod, strict=True)]
         return acc
 
-    def _finish(self, chunks: list[Any], mask: np.ndarray) -> Any:
-        """Sum chunks, then add a *fresh encryption* of mask + flooding noise.
+    def enable_prefetch(self) -> None:
+        """Encrypt masks ahead in a worker process (worth its ~1 s start-up on long jobs)."""
+        if self._pool is None:
+            from jointcredit.learn._mask_pool import MaskEncryptionPool
+
+            self._pool = MaskEncryptionPool(
+                self._public, slot_mask=_CKKS_SLOT_MASK, noise_std=self.noise_std
+            )
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def _fresh(self, scale: float, count: int, with_mu: bool) -> list[tuple[float, Any]]:
+        """``count`` fresh encryptions of ``zero_sum + mu / slots + noise`` and their ``mu``."""
+        if self._pool is not None:
+            return self._pool.take(self.peer.context, scale, count, with_mu)
+        import tenseal as ts
+
+        mus = _uniform(count, _CKKS_SLOT_MASK * self.slots) if with_mu else np.zeros(count)
+        out = []
+        for mu in mus:
+            mask = _zero_sum(self.slots, _CKKS_SLOT_MASK) + mu / self.slots
+            if self.noise_std > 0:
+                mask = mask + _gaussian(self.slots, self.noise_std)
+            out.append((float(mu), ts.ckks_vector(self.peer.context, mask.tolist(), scale=scale)))
+        return out
+
+    def _finish(self, totals: list[Any], *, with_mu: bool) -> tuple[list[Any], np.ndarray]:
+        """Add a *fresh encryption* of a mask + flooding noise to each result.
 
         The fresh encryption re-randomizes the result: without it the ciphertext would be a
         deterministic function of the bank's own ciphertexts and the center's plaintexts, from
         which the key holder could solve for those plaintexts (not just read the slots). Folding
         the mask into that one encryption saves a plaintext encode and addition per result.
         """
-        import tenseal as ts
+        scale = totals[0].ciphertext()[0].scale
+        fresh = self._fresh(scale, len(totals), with_mu)
+        out = [t + v for t, (_, v) in zip(totals, fresh, strict=True)]
+        return out, np.array([mu for mu, _ in fresh])
 
+    @staticmethod
+    def _sum(chunks: list[Any]) -> Any:
         total = chunks[0]
         for c in chunks[1:]:
             total = total + c
-        noise = _gaussian(self.slots, self.noise_std) if self.noise_std > 0 else 0.0
-        scale = total.ciphertext()[0].scale
-        return total + ts.ckks_vector(self.peer.context, (mask + noise).tolist(), scale=scale)
+        return total
 
     def center_gradient(self, r: list[Any], X: np.ndarray) -> tuple[bytes, np.ndarray]:
         chunks = len(r)
-        mu = _uniform(X.shape[1], _CKKS_SLOT_MASK * self.slots)
-        out = []
+        totals = []
         for j in range(X.shape[1]):
             plain = self._plain_chunks(X[:, j], chunks)
-            prods = [c * p for c, p in zip(r, plain, strict=True)]
-            mask = _zero_sum(self.slots, _CKKS_SLOT_MASK) + mu[j] / self.slots
-            out.append(self._finish(prods, mask))
+            totals.append(self._sum([c * p for c, p in zip(r, plain, strict=True)]))
+        out, mu = self._finish(totals, with_mu=True)
         return self.peer.serialize_vectors(out), mu
 
     def unmask(self, values: Any, secret: np.ndarray) -> np.ndarray:
         return _float_array(values, secret.shape, "masked gradient") - secret
 
     def bank_gradient(self, r: list[Any], feats: list[list[Any]]) -> bytes:
-        out = [self._finish(list(r), _zero_sum(self.slots, _CKKS_SLOT_MASK))]
-        for column in feats:
-            prods = [a * b for a, b in zip(column, r, strict=True)]
-            out.append(self._finish(prods, _zero_sum(self.slots, _CKKS_SLOT_MASK)))
-        return self.peer.serialize_vectors(out)
+        residual, _ = self._finish([self._sum(list(r))], with_mu=False)
+        totals = [self._sum([a * b for a, b in zip(column, r, strict=True)]) for column in feats]
+        out, _ = self._finish(totals, with_mu=False) if totals else ([], None)
+        return self.peer.serialize_vectors(residual + out)
 
     def total(self, coeffs: list[list[Any]], basis: np.ndarray) -> bytes:
-        v = self.residual(coeffs, basis)
-        return self.peer.serialize_vectors(
-            [self._finish(v, _zero_sum(self.slots, _CKKS_SLOT_MASK))]
-        )
+        out, _ = self._finish([self._sum(self.residual(coeffs, basis))], with_mu=False)
+        return self.peer.serialize_vectors(out)
 
     def add_to(self, enc: list[list[Any]], z: np.ndarray) -> bytes:
         chunks = enc[0]
@@ -814,31 +847,6 @@ def _woe_encode(
     return np.clip(np.column_stack(cols) if cols else np.zeros((len(X), 0)), -X_CLIP, X_CLIP)
 
 
-def _check_rows(rows: Any, n_aligned: int, field: str = "rows") -> np.ndarray:
-    if rows is None:
-        return np.arange(n_aligned, dtype=np.int64)
-    arr = np.asarray(rows)
-    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-        raise DataValidationError(field, "row positions must be a 1-D integer array")
-    arr = arr.astype(np.int64)
-    if arr.size == 0:
-        raise DataValidationError(field, "no rows given")
-    if arr.min() < 0 or arr.max() >= n_aligned:
-        raise DataValidationError(field, f"row positions must be in [0, {n_aligned})")
-    if np.unique(arr).size != arr.size:
-        raise DataValidationError(field, "row positions must not repeat")
-    return arr
-
-
-def _require(payload: Any, where: str, keys: Sequence[str]) -> dict:
-    if not isinstance(payload, dict):
-        raise MalformedMessageError(f"{where}: payload must be a dict")
-    missing = [k for k in keys if k not in payload]
-    if missing:
-        raise MalformedMessageError(f"{where}: missing field(s) {missing}")
-    return payload
-
-
 # --------------------------------------------------------------------------------------------
 # training protocol: the credit center's half
 # --------------------------------------------------------------------------------------------
@@ -859,7 +867,7 @@ class HeteroLRCenter:
 
     def run(self, channel: ProtocolChannel) -> str:
         aligned = self.center.require_aligned()
-        job = _require(
+        job = require_fields(
             channel.request(
                 "start",
                 {"n_aligned": int(len(aligned)), "features": list(self.center.feature_names)},
@@ -868,13 +876,14 @@ class HeteroLRCenter:
             ("model_id", "backend", "public", "hyper", "batches", "validation", "features",
              "transform", "center_features", "woe", "binning_id", "bank_features", "coeffs"),
         )  # fmt: skip
-        hyper = _validate_hyper(job["hyper"])
+        init_part = self._init_part(job)
+        hyper = _validate_hyper(job["hyper"], warm=init_part is not None)
         batches = [
-            _check_rows(b, len(aligned), "hetero_lr/start.ok batches") for b in job["batches"]
+            check_rows(b, len(aligned), "hetero_lr/start.ok batches") for b in job["batches"]
         ]
         val = job["validation"]
         val = (
-            None if val is None else _check_rows(val, len(aligned), "hetero_lr/start.ok validation")
+            None if val is None else check_rows(val, len(aligned), "hetero_lr/start.ok validation")
         )
         for b in [*batches, *([] if val is None else [val])]:
             if not MIN_BATCH_ROWS <= b.size <= MAX_BATCH_ROWS:
@@ -886,7 +895,10 @@ class HeteroLRCenter:
         if np.unique(all_rows).size != all_rows.size:
             raise ProtocolError("hetero_lr: batches and validation rows overlap")
         features = self._features(job["center_features"])
-        X_all, prep = self._prepare(job, features, all_rows)
+        if init_part is None:
+            X_all, prep = self._prepare(job, features, all_rows)
+        else:
+            X_all, prep = self._prepare_like(init_part, features, all_rows)
         A = _whitening(X_all) if hyper.get("decorrelate") else np.eye(len(features))
         X_all = np.clip(X_all @ A, -X_CLIP, X_CLIP)
         # X_all rows follow all_rows: batches first, in order, then the validation rows
@@ -896,14 +908,22 @@ class HeteroLRCenter:
 
         crypto = _center_crypto(job["backend"], job["public"], degree=hyper["degree"])
         d_bank = int(job["bank_features"])
+        fresh_needed = len(batches) * hyper["max_epochs"] * (len(features) + d_bank + 1)
+        if hasattr(crypto, "enable_prefetch") and fresh_needed >= PREFETCH_MIN_ENCRYPTIONS:
+            crypto.enable_prefetch()
         feats = [
             _load_features(crypto, w, b.size, d_bank)
             for w, b in zip(_as_list(job["features"], len(batches)), batches, strict=True)
         ]
         window, degree = hyper["window"], hyper["degree"]
         w = np.zeros(len(features))
-        adam = _Adam(hyper["learning_rate"], hyper["beta1"], hyper["beta2"], hyper["eps"])
         snapshots: list[np.ndarray] = []
+        if init_part is not None:
+            # the champion's coefficients in this run's (whitened) coordinates; snapshot 0 is
+            # the champion itself, so zero further epochs give back exactly its predictions
+            w = np.linalg.solve(A, np.asarray(init_part["coef"], dtype=np.float64))
+            snapshots.append(w.copy())
+        adam = _Adam(hyper["learning_rate"], hyper["beta1"], hyper["beta2"], hyper["eps"])
         coeffs = crypto.load_matrix(job["coeffs"], batches[0].size, degree + 1)
         validation_wire = None
         best_epoch: int | None = None
@@ -915,7 +935,7 @@ class HeteroLRCenter:
                     r = crypto.residual(coeffs, basis)
                     grad_wire, secret = crypto.center_gradient(r, X)
                     bank_wire = crypto.bank_gradient(r, feats[b])
-                    reply = _require(
+                    reply = require_fields(
                         channel.request(
                             "step",
                             {"epoch": epoch, "batch": b, "center_gradient": grad_wire,
@@ -946,7 +966,7 @@ class HeteroLRCenter:
                 if best_epoch is not None:
                     break
             if best_epoch is None:
-                reply = _require(
+                reply = require_fields(
                     channel.request("finish", {"validation": validation_wire}),
                     "hetero_lr/finish.ok",
                     ("best_epoch",),
@@ -965,6 +985,8 @@ class HeteroLRCenter:
             "coef": [float(v) for v in w],
             **prep,
         }
+        if init_part is not None:
+            part["parent_model_id"] = str(init_part["model_id"])
         factor = hyper.get("points_factor")
         if job["transform"] == "woe" and factor is not None:
             part["points"] = {
@@ -980,6 +1002,42 @@ class HeteroLRCenter:
         )
         channel.request("report", {"coefficients": coefficients, "best_epoch": best_epoch})
         return model_id
+
+    def _init_part(self, job: dict) -> dict[str, Any] | None:
+        """The center's own part of the model the bank warm-starts from (looked up by id here:
+        the bank never holds the center's coefficients, bins or standardisation)."""
+        init_id = job.get("init_model_id")
+        if init_id is None:
+            return None
+        part = self.center.model_parts.get(str(init_id))
+        if not isinstance(part, dict) or part.get("kind") != "hetero_lr":
+            raise DataValidationError(
+                "init_model", f"no hetero LR part {init_id!r} at the credit center"
+            )
+        if part["transform"] != job["transform"]:
+            raise DataValidationError(
+                "init_model",
+                f"the center's part {init_id!r} uses the {part['transform']!r} transform, "
+                f"the job {job['transform']!r}",
+            )
+        if job["center_features"] != part["features"]:
+            raise DataValidationError(
+                "center_features", f"must be those of the warm-start model {init_id!r}"
+            )
+        return part
+
+    def _prepare_like(
+        self, part: dict[str, Any], features: list[str], rows: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Features transformed exactly as in ``part`` (a warm start keeps the champion's
+        standardisation or bins and WOE, so its coefficients mean the same thing)."""
+        X = self.center.aligned_features(rows)[features]
+        if part["transform"] == "standardize":
+            return _standardize(X, part["standardize"]), {"standardize": part["standardize"]}
+        bins = {f: BinSpec.from_dict(part["bins"][f]) for f in features}
+        woe = {f: np.asarray(part["woe"][f], dtype=np.float64) for f in features}
+        prep = {k: part[k] for k in ("bins", "labels", "woe")}
+        return _woe_encode(X, bins, woe), prep
 
     def _features(self, requested: Any) -> list[str]:
         own = self.center.feature_names
@@ -1041,8 +1099,9 @@ def _best(value: Any, n_snapshots: int) -> int:
 _HYPER_KEYS = ("learning_rate", "l2", "beta1", "beta2", "eps", "max_epochs", "degree", "window")
 
 
-def _validate_hyper(hyper: Any) -> dict[str, Any]:
-    hyper = _require(hyper, "hetero_lr/start.ok hyper", _HYPER_KEYS)
+def _validate_hyper(hyper: Any, *, warm: bool = False) -> dict[str, Any]:
+    """The bank's hyper-parameters as the center checks them (a warm start may run 0 epochs)."""
+    hyper = require_fields(hyper, "hetero_lr/start.ok hyper", _HYPER_KEYS)
     out = dict(hyper)
     try:
         checks = [
@@ -1050,7 +1109,11 @@ def _validate_hyper(hyper: Any) -> dict[str, Any]:
             (float(out["l2"]) >= 0, "l2"),
             (0 <= float(out["beta1"]) < 1 and 0 <= float(out["beta2"]) < 1, "beta"),
             (float(out["eps"]) > 0, "eps"),
-            (isinstance(out["max_epochs"], int) and 1 <= out["max_epochs"] <= 10_000, "max_epochs"),
+            (
+                isinstance(out["max_epochs"], int)
+                and (0 if warm else 1) <= out["max_epochs"] <= 10_000,
+                "max_epochs",
+            ),
             (isinstance(out["degree"], int) and 1 <= out["degree"] <= 16, "degree"),
             (0 < float(out["window"]) <= 64, "window"),
         ]
@@ -1097,12 +1160,15 @@ class HeteroLRBank:
         random_state: int = 0,
         crypto_options: dict[str, Any] | None = None,
         model_id: str | None = None,
+        init_model: dict[str, Any] | None = None,
     ) -> None:
         _check_lr_params(
             backend, learning_rate, l2, batch_size, max_epochs, validation_fraction, patience,
             tol, sigmoid_degree, sigmoid_window, transform,
+            min_epochs=0 if init_model is not None else 1,
         )  # fmt: skip
-        if transform == "woe" and not binning:
+        self.init_model = _check_init_model(init_model, transform, bank_features, center_features)
+        if transform == "woe" and not binning and self.init_model is None:
             raise DataValidationError("binning", "a WOE transform needs a fitted binning")
         self.bank = bank
         self.rows = rows
@@ -1153,7 +1219,7 @@ class HeteroLRBank:
     # -- start ---------------------------------------------------------------------------------
 
     def _start(self, payload: Any) -> dict[str, Any]:
-        payload = _require(payload, "hetero_lr/start", ("n_aligned", "features"))
+        payload = require_fields(payload, "hetero_lr/start", ("n_aligned", "features"))
         aligned = self.bank.require_aligned()
         if payload["n_aligned"] != len(aligned):
             raise ProtocolError(
@@ -1168,17 +1234,26 @@ class HeteroLRBank:
                 raise DataValidationError(
                     "center_features", f"not offered by the center: {unknown}"
                 )
-        self.center_feature_names = list(
-            offered if self.center_features is None else self.center_features
-        )
+        init = self.init_model
+        requested = self.center_features if init is None else init["center_features"]
+        if init is not None:
+            unknown = [f for f in requested if f not in offered]
+            if unknown:
+                raise DataValidationError(
+                    "center_features", f"the warm-start model's {unknown} not offered by the center"
+                )
+        self.center_feature_names = list(offered if requested is None else requested)
         if not self.center_feature_names:
             raise DataValidationError("center_features", "a joint model needs a center feature")
-        rows = _check_rows(self.rows, len(aligned))
+        rows = check_rows(self.rows, len(aligned))
         y = self.bank.aligned_labels(rows).astype(np.float64)
         if y.min() == y.max():
             raise DataValidationError("y", "the training rows hold only one class")
         batches, val = self._layout(rows, y)
-        names = self.bank_features or list(self.bank.feature_names)
+        if init is not None:
+            names = list(init["features"])
+        else:
+            names = self.bank_features or list(self.bank.feature_names)
         unknown = [f for f in names if f not in self.bank.feature_names]
         if unknown:
             raise DataValidationError("bank_features", f"not in the bank's table: {unknown}")
@@ -1191,11 +1266,18 @@ class HeteroLRBank:
         self.position = pd.Series(np.arange(rows.size), index=rows)
         self.batches, self.val = batches, val
         self.w = np.zeros(len(names) + 1)
-        base = float(np.mean(y[np.isin(rows, np.concatenate(batches))]))
-        self.w[0] = math.log(base / (1.0 - base))  # start at the base rate: saves many steps
+        self.snapshots: list[np.ndarray] = []
+        if init is None:
+            base = float(np.mean(y[np.isin(rows, np.concatenate(batches))]))
+            self.w[0] = math.log(base / (1.0 - base))  # start at the base rate: saves many steps
+        else:
+            # the champion's coefficients in this run's whitened coordinates; snapshot 0 is the
+            # champion itself (the center keeps the same convention for its half)
+            self.w[0] = float(init["intercept"])
+            self.w[1:] = np.linalg.solve(self.A, np.asarray(init["coef"], dtype=np.float64))
+            self.snapshots.append(self.w.copy())
         self.adam = _Adam(self.hyper["learning_rate"], self.hyper["beta1"], self.hyper["beta2"],
                           self.hyper["eps"])  # fmt: skip
-        self.snapshots: list[np.ndarray] = []
         self.best_loss = math.inf
         self.best_epoch = None
         self.wait = 0
@@ -1205,7 +1287,7 @@ class HeteroLRBank:
         self.crypto = _bank_crypto(self.backend, **options)
         self.state = "training"
         woe = None
-        if self.transform == "woe":
+        if self.transform == "woe" and init is None:
             woe = {
                 f: {str(k): float(v) for k, v in self.binning["center_woe"][f].items()}
                 for f in self.center_feature_names
@@ -1220,10 +1302,12 @@ class HeteroLRBank:
             "transform": self.transform,
             "center_features": self.center_feature_names,
             "woe": woe,
-            "binning_id": None if self.binning is None else self.binning["model_id"],
+            "binning_id": None if self.binning is None or init else self.binning["model_id"],
             "bank_features": len(names),
             "features": [self.crypto.encrypt_features(self._matrix(b)) for b in batches],
             "coeffs": self._coeffs(batches[0]),
+            # optional field: the center then starts from its own part of this model
+            **({} if init is None else {"init_model_id": str(init["model_id"])}),
         }
 
     def _layout(
@@ -1258,9 +1342,14 @@ class HeteroLRBank:
         return batches, val
 
     def _prepare(self, X: pd.DataFrame) -> tuple[dict[str, Any], np.ndarray]:
+        init = self.init_model
         if self.transform == "standardize":
-            stats = _standardizer(X)
+            stats = _standardizer(X) if init is None else init["standardize"]
             return {"standardize": stats}, _standardize(X, stats)
+        if init is not None:
+            bins = {f: BinSpec.from_dict(init["bins"][f]) for f in X.columns}
+            woe = {f: np.asarray(init["woe"][f], dtype=np.float64) for f in X.columns}
+            return {"bins": bins, "woe": woe}, _woe_encode(X, bins, woe)
         bins = {f: self.binning["bank_bins"][f] for f in X.columns}
         woe = {f: np.asarray(self.binning["bank_woe"][f]) for f in X.columns}
         return {"bins": bins, "woe": woe}, _woe_encode(X, bins, woe)
@@ -1287,7 +1376,7 @@ class HeteroLRBank:
     # -- step ----------------------------------------------------------------------------------
 
     def _step(self, payload: Any) -> dict[str, Any]:
-        payload = _require(
+        payload = require_fields(
             payload,
             "hetero_lr/step",
             ("epoch", "batch", "center_gradient", "bank_gradient", "validation"),
@@ -1359,16 +1448,18 @@ class HeteroLRBank:
     # -- finish / report -------------------------------------------------------------------------
 
     def _finish(self, payload: Any) -> dict[str, Any]:
-        payload = _require(payload, "hetero_lr/finish", ("validation",))
-        if len(self.snapshots) != self.hyper["max_epochs"]:
+        payload = require_fields(payload, "hetero_lr/finish", ("validation",))
+        warm = int(self.init_model is not None)
+        if len(self.snapshots) != self.hyper["max_epochs"] + warm:
             raise ProtocolError("hetero_lr: finish before the last epoch")
-        loss = self._open_validation(payload["validation"], self.val is not None)
+        trained = len(self.snapshots) > warm
+        loss = self._open_validation(payload["validation"], self.val is not None and trained)
         if loss is not None:
             self._record_validation(loss)
         return {"best_epoch": self._stop_reply()["best_epoch"]}
 
     def _report(self, payload: Any) -> dict[str, Any]:
-        payload = _require(payload, "hetero_lr/report", ("coefficients", "best_epoch"))
+        payload = require_fields(payload, "hetero_lr/report", ("coefficients", "best_epoch"))
         coefs = payload["coefficients"]
         if coefs is not None:
             if not isinstance(coefs, dict) or set(coefs) != set(self.center_feature_names):
@@ -1386,6 +1477,7 @@ class HeteroLRBank:
 def _check_lr_params(
     backend: Any, learning_rate: Any, l2: Any, batch_size: Any, max_epochs: Any,
     validation_fraction: Any, patience: Any, tol: Any, degree: Any, window: Any, transform: Any,
+    *, min_epochs: int = 1,
 ) -> None:  # fmt: skip
     def number(value: Any) -> bool:
         return (
@@ -1408,9 +1500,9 @@ def _check_lr_params(
             "batch_size",
             f"must be an integer in {MIN_BATCH_ROWS}..{MAX_BATCH_ROWS}, got {batch_size!r}",
         )
-    if not integer(max_epochs) or not 1 <= int(max_epochs) <= 10_000:
+    if not integer(max_epochs) or not min_epochs <= int(max_epochs) <= 10_000:
         raise DataValidationError(
-            "max_epochs", f"must be an integer in 1..10000, got {max_epochs!r}"
+            "max_epochs", f"must be an integer in {min_epochs}..10000, got {max_epochs!r}"
         )
     if not number(validation_fraction) or not 0 <= float(validation_fraction) < 0.5:
         raise DataValidationError(
@@ -1426,6 +1518,43 @@ def _check_lr_params(
         raise DataValidationError("sigmoid_window", f"must be in (0, 64], got {window!r}")
     if transform not in TRANSFORMS:
         raise DataValidationError("transform", f"must be one of {TRANSFORMS}, got {transform!r}")
+
+
+def _check_init_model(
+    init: Any, transform: str, bank_features: Any, center_features: Any
+) -> dict[str, Any] | None:
+    """A warm-start model's bank part (``bank_model()``), checked against this job."""
+    if init is None:
+        return None
+    keys = ("model_id", "transform", "features", "coef", "intercept", "center_features")
+    if (
+        not isinstance(init, dict)
+        or init.get("kind") != "hetero_lr"
+        or any(k not in init for k in keys)
+    ):
+        raise DataValidationError(
+            "init_model", "must be the bank part of a fitted hetero LR / scorecard"
+        )
+    if init["transform"] != transform:
+        raise DataValidationError(
+            "init_model",
+            f"a {init['transform']!r} model cannot warm-start a {transform!r} model",
+        )
+    if len(init["coef"]) != len(init["features"]):
+        raise DataValidationError("init_model", "coefficients and features differ in length")
+    needed = ("standardize",) if transform == "standardize" else ("bins", "woe")
+    missing = [k for k in needed if k not in init]
+    if missing:
+        raise DataValidationError("init_model", f"the model has no {missing[0]!r} section")
+    for field_name, given, own in (
+        ("bank_features", bank_features, init["features"]),
+        ("center_features", center_features, init["center_features"]),
+    ):
+        if given is not None and list(given) != list(own):
+            raise DataValidationError(
+                field_name, f"must be the warm-start model's features {list(own)} (or None)"
+            )
+    return init
 
 
 def _bank_factory(bank: BankParty, params: dict) -> HeteroLRBank:
@@ -1455,12 +1584,12 @@ class HeteroLRPredictCenter:
 
     def run(self, channel: ProtocolChannel) -> None:
         aligned = self.center.require_aligned()
-        job = _require(
+        job = require_fields(
             channel.request("start", {"n_aligned": int(len(aligned))}),
             "hetero_lr_predict/start.ok",
             ("model_id", "rows", "backend", "public", "scores"),
         )
-        rows = _check_rows(job["rows"], len(aligned), "hetero_lr_predict/start.ok rows")
+        rows = check_rows(job["rows"], len(aligned), "hetero_lr_predict/start.ok rows")
         part = self.center.model_parts.get(str(job["model_id"]))
         if not isinstance(part, dict) or part.get("kind") != "hetero_lr":
             raise ProtocolError(f"hetero_lr_predict: no model {job['model_id']!r} at the center")
@@ -1508,11 +1637,11 @@ class HeteroLRPredictBank:
 
     def handle(self, msg_type: str, payload: Any) -> Any:
         if msg_type == "start" and self.state == "new":
-            payload = _require(payload, "hetero_lr_predict/start", ("n_aligned",))
+            payload = require_fields(payload, "hetero_lr_predict/start", ("n_aligned",))
             aligned = self.bank.require_aligned()
             if payload["n_aligned"] != len(aligned):
                 raise ProtocolError("hetero_lr_predict: the parties' intersections differ")
-            self.rows = _check_rows(self.rows, len(aligned))
+            self.rows = check_rows(self.rows, len(aligned))
             u_b = bank_scores(self.model, self.bank.aligned_features(self.rows))
             self.crypto = _bank_crypto(self.backend, **self.crypto_options)
             self.state = "started"
@@ -1524,7 +1653,7 @@ class HeteroLRPredictBank:
                 "scores": self.crypto.encrypt_matrix(u_b[:, None]),
             }
         if msg_type == "scores" and self.state == "started":
-            payload = _require(payload, "hetero_lr_predict/scores", ("scores",))
+            payload = require_fields(payload, "hetero_lr_predict/scores", ("scores",))
             self.scores = self.crypto.decrypt_vector(payload["scores"], self.rows.size)
             if hasattr(self.crypto, "close"):
                 self.crypto.close()
@@ -1667,10 +1796,20 @@ class HeteroLogisticRegression:
             **extra,
         )
 
-    def fit(self, session: Any, rows: Any = None) -> HeteroLogisticRegression:
-        """Train on ``rows`` (positions in the aligned intersection; default all)."""
-        rows = _check_rows(rows, len(session.bank.require_aligned()))
-        side = self._side(session, rows, transform=self._transform)
+    def fit(
+        self, session: Any, rows: Any = None, *, init_model: Any = None
+    ) -> HeteroLogisticRegression:
+        """Train on ``rows`` (positions in the aligned intersection; default all).
+
+        ``init_model``: a fitted (or loaded) model of the same class to warm-start from. Both
+        parties start from its coefficients and keep its feature transform (the bank its
+        standardisation or bins and WOE; the center looks its own part up by the model's id,
+        so the center's coefficients never reach the bank); ``max_epochs`` then counts further
+        epochs, and 0 reproduces the champion under a new model id.
+        """
+        rows = check_rows(rows, len(session.bank.require_aligned()))
+        init = _init_bank_model(self, init_model, session)
+        side = self._side(session, rows, transform=self._transform, init_model=init)
         self._run(session, side)
         return self
 
@@ -1706,7 +1845,9 @@ class HeteroLogisticRegression:
         )
         self.history_ = list(side.history)
         self.best_epoch_ = side.best_epoch
-        self.n_epochs_ = len(side.snapshots)
+        warm = side.init_model is not None
+        self.n_epochs_ = len(side.snapshots) - int(warm)
+        self.init_model_id_ = str(side.init_model["model_id"]) if warm else None
         self._prep_ = side.prep
 
     # -- model dict (what the bank keeps and saves) ----------------------------------------------
@@ -1742,7 +1883,7 @@ class HeteroLogisticRegression:
         side = HeteroLRPredictBank(
             session.bank,
             model=self.bank_model(),
-            rows=_check_rows(rows, len(session.bank.require_aligned())),
+            rows=check_rows(rows, len(session.bank.require_aligned())),
             backend=self.backend,
             crypto_options={"n_jobs": self.n_jobs},
         )
@@ -1764,6 +1905,33 @@ class HeteroLogisticRegression:
         target = path / filename
         target.write_text(json.dumps(self.bank_model(), indent=2, ensure_ascii=False), "utf-8")
         return target
+
+
+def _init_bank_model(
+    estimator: HeteroLogisticRegression, init_model: Any, session: Any
+) -> dict | None:
+    """The warm-start model's bank part, after checking it can seed ``estimator`` here (before
+    any message, so a mismatch is the bank's own typed error, not a refusal mid-protocol)."""
+    if init_model is None:
+        return None
+    if type(init_model) is not type(estimator):
+        raise DataValidationError(
+            "init_model",
+            f"a {type(estimator).__name__} warm-starts from a fitted {type(estimator).__name__}, "
+            f"got {type(init_model).__name__}",
+        )
+    if not hasattr(init_model, "model_id_"):
+        raise DataValidationError("init_model", "the warm-start model is not fitted")
+    model = init_model.bank_model()
+    missing = [f for f in model["features"] if f not in session.bank.feature_names]
+    if missing:
+        raise DataValidationError(
+            "bank_features", f"the warm-start model's {missing} are not in the bank's table"
+        )
+    _check_init_model(
+        model, estimator._transform, estimator.bank_features, estimator.center_features
+    )
+    return model
 
 
 class HeteroScorecard(HeteroLogisticRegression):
@@ -1827,7 +1995,13 @@ class HeteroScorecard(HeteroLogisticRegression):
         self.max_iv = max_iv
         self.binning_params = binning_params
 
-    def fit(self, session: Any, rows: Any = None) -> HeteroScorecard:
+    def fit(self, session: Any, rows: Any = None, *, init_model: Any = None) -> HeteroScorecard:
+        """Fit the binning (unless given), then the WOE regression, on ``rows``.
+
+        ``init_model``: a fitted or loaded :class:`HeteroScorecard` to warm-start from (see
+        :meth:`HeteroLogisticRegression.fit`): its bins, WOE and features are kept on both
+        sides, so no binning runs and ``binning`` must be None.
+        """
         from jointcredit.learn.binning import FederatedBinning
 
         for name, value in (("pdo", self.pdo), ("base_odds", self.base_odds)):
@@ -1837,7 +2011,10 @@ class HeteroScorecard(HeteroLogisticRegression):
             raise DataValidationError(
                 "base_score", f"must be a finite number, got {self.base_score!r}"
             )
-        rows = _check_rows(rows, len(session.bank.require_aligned()))
+        rows = check_rows(rows, len(session.bank.require_aligned()))
+        init = _init_bank_model(self, init_model, session)
+        if init is not None:
+            return self._fit_warm(session, rows, init_model, init)
         binning = self.binning
         if binning is None:
             params = {
@@ -1853,8 +2030,7 @@ class HeteroScorecard(HeteroLogisticRegression):
             raise DataValidationError(
                 "min_iv", "no credit-center feature has an information value in range"
             )
-        self.factor_ = float(self.pdo) / math.log(2.0)
-        self.offset_ = float(self.base_score) - self.factor_ * math.log(float(self.base_odds))
+        self._set_scaling()
         info = {
             "model_id": binning.model_id_,
             "bank_bins": binning.bank_bins_,
@@ -1872,10 +2048,46 @@ class HeteroScorecard(HeteroLogisticRegression):
         side.bank_features = chosen["bank"]
         self._run(session, side)
         self.binning_ = binning
+        self._finish_points()
+        return self
+
+    def _fit_warm(
+        self, session: Any, rows: np.ndarray, init_model: HeteroScorecard, init: dict
+    ) -> HeteroScorecard:
+        if self.binning is not None:
+            raise DataValidationError(
+                "binning", "a warm start keeps the init_model's bins: leave binning=None"
+            )
+        self._set_scaling()
+        side = self._side(
+            session, rows, transform="woe", points_factor=self.factor_, init_model=init
+        )
+        self._run(session, side)
+        # the champion's binning result when it is in memory; a loaded champion keeps only the
+        # center's IV per feature (its bank file), which is all the report needs
+        self.binning_ = getattr(init_model, "binning_", None)
+        self._center_iv_ = {f: float(v) for f, v in init.get("center_iv", {}).items()}
+        self._finish_points()
+        return self
+
+    def _set_scaling(self) -> None:
+        self.factor_ = float(self.pdo) / math.log(2.0)
+        self.offset_ = float(self.base_score) - self.factor_ * math.log(float(self.base_odds))
+
+    def _finish_points(self) -> None:
         self.base_points_ = self.offset_ - self.factor_ * self.intercept_
         self.points_table_ = self._points_table()
         self.feature_report_ = self._feature_report()
-        return self
+
+    def _center_iv(self) -> dict[str, float]:
+        if self.binning_ is None:
+            return {f: v for f, v in self._center_iv_.items() if f in self.center_features_}
+        table = self.binning_.iv_table_
+        return {
+            f: float(v)
+            for p, f, v in zip(table["party"], table["feature"], table["iv"], strict=True)
+            if p == "center" and f in self.center_features_
+        }
 
     def _points_table(self) -> pd.DataFrame:
         records = []
@@ -1888,6 +2100,19 @@ class HeteroScorecard(HeteroLogisticRegression):
         return pd.DataFrame(records, columns=["feature", "bin", "range", "woe", "points"])
 
     def _feature_report(self) -> pd.DataFrame:
+        if self.binning_ is None:  # warm start from a loaded scorecard: coefficients and IV
+            center = self._center_iv()
+            coefs = [("bank", f, float(self.coef_[f]), math.nan) for f in self.bank_features_]
+            coefs += [
+                (
+                    "center",
+                    f,
+                    None if self.center_coef_ is None else float(self.center_coef_[f]),
+                    center.get(f, math.nan),
+                )
+                for f in self.center_features_
+            ]
+            return pd.DataFrame(coefs, columns=["party", "feature", "coef", "iv"])
         iv = self.binning_.iv_table_.set_index(["party", "feature"])
         rows = []
         for f in self.bank_features_:
@@ -1920,16 +2145,7 @@ class HeteroScorecard(HeteroLogisticRegression):
                 f: [float(v) for v in g["points"]]
                 for f, g in self.points_table_.groupby("feature", sort=False)
             },
-            center_iv={
-                f: float(v)
-                for p, f, v in zip(
-                    self.binning_.iv_table_["party"],
-                    self.binning_.iv_table_["feature"],
-                    self.binning_.iv_table_["iv"],
-                    strict=True,
-                )
-                if p == "center" and f in self.center_features_
-            },
+            center_iv=self._center_iv(),
         )
         return model
 
@@ -2042,8 +2258,8 @@ def train_and_evaluate(
     if model not in ("logistic", "scorecard"):
         raise DataValidationError("model", f"must be 'logistic' or 'scorecard', got {model!r}")
     n_aligned = len(session.bank.require_aligned())
-    train_rows = _check_rows(train_rows, n_aligned, "train_rows")
-    test_rows = _check_rows(test_rows, n_aligned, "test_rows")
+    train_rows = check_rows(train_rows, n_aligned, "train_rows")
+    test_rows = check_rows(test_rows, n_aligned, "test_rows")
     if np.intersect1d(train_rows, test_rows).size:
         raise DataValidationError("test_rows", "train and test rows overlap")
     cls = HeteroScorecard if model == "scorecard" else HeteroLogisticRegression

@@ -26,11 +26,17 @@ registry becomes champion without a comparison; the history records that.
 
 **Retraining** (:func:`retrain_model`) relabels the bank's table with the enlarged outcome set
 (:func:`apply_outcomes`), trains a challenger of the champion's kind and parameters, compares,
-registers it with the champion as parent and promotes it if the rule says so. Warm start: neither
-:class:`~jointcredit.learn.boosting.HeteroSecureBoost` nor the hetero LR / scorecard estimators
-expose one yet (no ``init_model`` argument); the challenger is then trained from scratch and the
-version's ``warm_start`` field says so. As soon as an estimator's ``fit`` accepts
-``init_model=``, it is used with the champion.
+registers it with the champion as parent and promotes it if the rule says so.
+
+**Warm start** (``warm_start=True``, the default; ``jointcredit retrain --no-warm-start`` turns it
+off): when the challenger has the champion's kind, it is fitted with ``init_model=champion``.
+SecureBoost keeps the champion's trees and adds ``n_estimators`` new ones, boosting from the
+champion's joint raw scores on the new rows; hetero LR and the scorecard start from the
+champion's coefficients and keep its feature transform (standardisation, or bins and WOE) on
+both sides, then run ``max_epochs`` more epochs. The center finds its half of the champion by
+model id. The version's ``warm_started_from`` names the champion version (``None`` when trained
+from scratch) and ``warm_start`` says what was done; ``parent`` is always the champion it was
+compared with.
 """
 
 from __future__ import annotations
@@ -144,17 +150,21 @@ def _model_id(estimator: Any) -> str:
     return model_id
 
 
-def _fit(estimator: Any, session: Any, rows: np.ndarray, parent: Any | None) -> str:
-    """Fit, warm-starting from ``parent`` when the estimator supports it; return what was done."""
+def _fit(estimator: Any, session: Any, rows: np.ndarray, parent: Any | None) -> tuple[str, bool]:
+    """Fit, warm-starting from ``parent`` when the estimator supports it.
+
+    Returns what was done (for the version's record) and whether it was a warm start.
+    """
     params = inspect.signature(estimator.fit).parameters
     if parent is not None and "init_model" in params:
         estimator.fit(session, rows, init_model=parent)
-        return f"warm start from {_model_id(parent)}"
+        return f"warm start from {_model_id(parent)}", True
     estimator.fit(session, rows)
     if parent is None:
-        return "trained from scratch (no parent)"
+        return "trained from scratch (no parent)", False
     return (
-        f"{type(estimator).__name__} has no warm start (fit(init_model=...)); trained from scratch"
+        f"{type(estimator).__name__} has no warm start (fit(init_model=...)); trained from scratch",
+        False,
     )
 
 
@@ -295,12 +305,14 @@ class ModelRegistry:
         fingerprints: Mapping[str, Any],
         metrics: Mapping[str, Any],
         warm_start: str,
+        warm_started_from: str | None = None,
         notes: str = "",
     ) -> str:
         """Save a fitted estimator as the next version; returns its name (``v0001``, ...)."""
         spec = _Kind(kind)
-        if parent is not None:
-            self._resolve(parent)
+        for name, value in (("parent", parent), ("warm_started_from", warm_started_from)):
+            if value is not None and value not in self.versions():
+                raise DataValidationError(name, f"no version {value!r} in {self.root}")
         existing = self.versions()
         version = f"v{len(existing) + 1:04d}"
         final = self.root / "versions" / version
@@ -316,6 +328,7 @@ class ModelRegistry:
                 "params": dict(params),
                 "parent": parent,
                 "warm_start": warm_start,
+                "warm_started_from": warm_started_from,
                 "fingerprints": dict(fingerprints),
                 "metrics": dict(metrics),
                 "notes": notes,
@@ -705,7 +718,7 @@ def train_champion(
     mark = session.transcript.mark()
     start = time.perf_counter()
     estimator = spec.make(params)
-    note = _fit(estimator, session, train_rows, None)
+    note, _ = _fit(estimator, session, train_rows, None)
     y = np.asarray(session.bank.aligned_labels(holdout_rows), dtype=np.int64)
     p = np.asarray(estimator.predict_proba(session, holdout_rows)[:, 1], dtype=np.float64)
     metrics = {"holdout": _metrics(y, p, scaling or ScoreScaling(), 10)}
@@ -747,6 +760,7 @@ def retrain_model(
     rule: PromotionRule | None = None,
     scaling: ScoreScaling | None = None,
     keep_center_copy: bool = True,
+    warm_start: bool = True,
     notes: str = "",
 ) -> dict[str, Any]:
     """Train a challenger on the enlarged outcome set, compare it with the champion, decide.
@@ -755,11 +769,15 @@ def retrain_model(
     ``observed_at`` (and whose center serves its features of the same date). ``outcomes``: the
     bank's known defaults (``id, default_date[, reported_date]``; CSV path or frame), applied
     with :func:`apply_outcomes`; without it the bank table's labels are used. ``kind`` /
-    ``params`` default to the champion's. Returns a JSON-ready dict: ``champion``,
+    ``params`` default to the champion's. ``warm_start``: fit the challenger with
+    ``init_model=champion`` when it has the champion's kind (see the module docstring).
+    Returns a JSON-ready dict: ``champion``,
     ``challenger``, ``promoted``, ``decision`` (every check with value and threshold),
     ``comparison`` (AUC, KS, bads, score stability, bootstrap win share), ``warm_start``,
     ``n_train``, ``n_holdout``, ``excluded``, ``seconds``, ``transcript``.
     """
+    if not isinstance(warm_start, bool):
+        raise DataValidationError("warm_start", f"must be True or False, got {warm_start!r}")
     registry = ModelRegistry(registry_dir, create=False)
     champion_version = registry.champion
     if champion_version is None:
@@ -779,8 +797,15 @@ def retrain_model(
     mark = session.transcript.mark()
     start = time.perf_counter()
     challenger = _Kind(kind).make(params)
-    parent = champion if kind == champ_meta["kind"] else None
-    note = _fit(challenger, session, train_rows, parent)
+    if warm_start and kind == champ_meta["kind"]:
+        note, warm = _fit(challenger, session, train_rows, champion)
+    else:
+        note, warm = _fit(challenger, session, train_rows, None)
+        note = (
+            "trained from scratch (warm start off)"
+            if not warm_start
+            else f"trained from scratch: a {kind} model cannot continue a {champ_meta['kind']} one"
+        )
     comparison = compare_models(
         session,
         champion,
@@ -799,6 +824,7 @@ def retrain_model(
         kind=kind,
         params=params,
         parent=champion_version,
+        warm_started_from=champion_version if warm else None,
         fingerprints=fingerprints,
         metrics={
             "holdout": comparison["challenger"],
@@ -835,6 +861,7 @@ def retrain_model(
         },
         "rule": rule.to_dict(),
         "warm_start": note,
+        "warm_started_from": champion_version if warm else None,
         "n_train": int(train_rows.size),
         "n_holdout": int(holdout_rows.size),
         "train_bads": fingerprints["train_bads"],
