@@ -219,7 +219,7 @@ def test_speed_and_primitives(speed_primitives: tuple[dict, Path]) -> None:
     assert psi["correct"] is True and psi["intersection"] == psi["bank_ids"] // 2
     assert psi["share_of_primitive"] > 0 and psi["round_trips"] == 2
     assert prims["paillier2048_encrypt_fast_public_1core"]["decrypts_correctly"] is True
-    for name in ("public_1core", "crt_1core", "crt_2threads"):
+    for name in ("public_1core", "crt_1core", "crt_2proc"):
         assert prims[f"ou2048_encrypt_{name}"]["decrypts_correctly"] is True
     assert prims["ou2048_packed_decrypt_per_value"]["slots_per_ciphertext"] >= 10
     fast = prims["paillier2048_encrypt_fast_crt_1core"]["ops_per_s"]

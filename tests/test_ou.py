@@ -45,12 +45,14 @@ def priv(keys):
 
 @pytest.fixture(scope="module")
 def enc(pub):
-    return OUEncryptor(pub, n_jobs=2, parallel_threshold=64)
+    with OUEncryptor(pub, n_jobs=2, parallel_threshold=64) as e:
+        yield e
 
 
 @pytest.fixture(scope="module")
 def crt_enc(priv):
-    return OUEncryptor.for_private_key(priv, n_jobs=2, parallel_threshold=64)
+    with OUEncryptor.for_private_key(priv, n_jobs=2, parallel_threshold=64) as e:
+        yield e
 
 
 def _textbook_decrypt(priv: OUPrivateKey, c: int) -> int:
@@ -167,9 +169,24 @@ def test_crt_encryptor_round_trip_signed(priv, crt_enc, data):
 
 
 def test_parallel_batches_decrypt(priv, enc, crt_enc):
+    # 600 values >= parallel_threshold: split over two forked workers
     values = list(range(-300, 300))
     for e in (enc, crt_enc):
         assert priv.decrypt_ints(e.encrypt_ints(np.array(values)), signed=True, n_jobs=2) == values
+        blob = e.encrypt_to_bytes(values)
+        assert len(blob) == 600 * e.public_key.ciphertext_width
+        cts = e.public_key.ciphertexts_from_bytes(blob)
+        assert priv.decrypt_ints(cts, signed=True) == values
+        assert len(set(cts)) == 600  # the workers do not share randomness
+
+
+def test_encryptor_pickles_without_its_pool(priv, crt_enc):
+    import pickle
+
+    crt_enc.encrypt_ints(list(range(100)))  # the pool exists
+    clone = pickle.loads(pickle.dumps(crt_enc))
+    assert priv.decrypt_ints(clone.encrypt_ints([1, 2, 3])) == [1, 2, 3]
+    clone.close()
 
 
 def test_encryption_is_randomized(enc, priv):

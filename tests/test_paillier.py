@@ -251,6 +251,8 @@ def test_parallel_batches_decrypt(pub, priv, parallel, start_method):
     ) as e:
         cts = e.encrypt_ints(values)
         assert priv.decrypt_ints(cts) == values
+        blob = e.encrypt_to_bytes(values)  # serialized in the workers
+        assert priv.decrypt_ints(pub.ciphertexts_from_bytes(blob)) == values
         assert priv.decrypt_ints(e.rerandomize(cts[:100])) == values[:100]
         assert priv.decrypt_ints(e.random_residues(100)) == [0] * 100
 
@@ -287,6 +289,9 @@ def test_parallel_crt_batches_decrypt(priv, parallel):
     ) as e:
         assert e.uses_crt
         assert priv.decrypt_ints(e.encrypt_ints(values)) == values
+        blob = e.encrypt_to_bytes(values)
+        assert len(blob) == len(values) * priv.public_key.ciphertext_width
+        assert priv.decrypt_ints(priv.public_key.ciphertexts_from_bytes(blob)) == values
 
 
 # --- homomorphic operations -------------------------------------------------------------------
