@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from jointcredit.data import load_party_table, make_sme_data
-from jointcredit.federation import deploy, jobs
+from jointcredit.federation import deploy, guardlink, jobs
 from jointcredit.session import JointSession
 
 pytestmark = pytest.mark.slow
@@ -175,7 +175,15 @@ def test_two_banks_on_a_real_deployment(root):
             )  # fmt: skip
 
         def outcome(name: str, proc: subprocess.Popen) -> dict:
-            assert proc.wait(240) == 0, (root / f"run-{name}.err").read_text()[-3000:]
+            if proc.wait(240) != 0:
+                # Everything needed to read a CI failure: the job's log and both sides' logs.
+                logs = [("run", (root / f"run-{name}.err").read_text(errors="replace"))]
+                logs += [(n, procs.log(n)) for n in ("serve", f"join-{name}")]
+                node = root / name / "logs" / "supernode.log"
+                logs.append(
+                    ("supernode", node.read_text(errors="replace") if node.exists() else "")
+                )
+                raise AssertionError("\n".join(f"--- {n}:\n{t[-2500:]}" for n, t in logs))
             return json.loads((root / f"run-{name}.json").read_text())
 
         aligning = {n: run(n, "--job", "align") for n in ("a", "b")}
@@ -197,8 +205,11 @@ def test_two_banks_on_a_real_deployment(root):
             procs,
         )
 
-        # Flower's control API is reachable by anyone who reaches the port: if someone stops the
-        # service run, the center starts a new one and serves the next job.
+        # Flower's Control API answers clients on the center's host only (a non-local client
+        # reaches the Fleet API alone; unit-tested in test_federation). If someone there stops
+        # the service run, the center starts a new one and serves the next job.
+        superlink_log = (root / "c" / "logs" / "superlink.log").read_text(errors="replace")
+        assert guardlink.GUARD_NOTICE in superlink_log
         service = json.loads((root / "c" / "run" / "service.json").read_text())
         stopped = subprocess.run(
             [deploy.flower_tool("flwr"), "stop", str(service["run_id"]), "jointcredit"],
@@ -217,17 +228,12 @@ def test_two_banks_on_a_real_deployment(root):
             "a new service run",
             procs,
         )
-        # A job that reaches the center during the hand-over from the stopped run to the new
-        # one can be abandoned with a clear PartyUnavailableError (known race, seen once in CI);
-        # the bank may resubmit, and the resubmitted job must succeed.
-        first = run("a", "--job", "echo", "--rounds", "3")
-        resubmitted = first.wait(240) != 0
-        if resubmitted:
-            err = (root / "run-a.err").read_text()
-            assert "abandoned the running step" in err, err[-3000:]
-            first = run("a", "--job", "echo", "--rounds", "3")
-        echo = outcome("a", first)
+        # The job is submitted right after the hand-over: the stopped run's long poll may still
+        # be held in the bank's relay and take the job's first step; the new run serves it.
+        echo = outcome("a", run("a", "--job", "echo", "--rounds", "3"))
         assert echo["status"] == "ok", echo
+        reoffered = "offering it again" in (root / "run-a.err").read_text(errors="replace")
+        print("echo step re-offered after the hand-over:", reoffered)
         marks["recovered"] = time.monotonic() - t0
 
         # Meanwhile the node nobody registered was refused by the SuperLink; its join exited.
@@ -265,8 +271,8 @@ def test_two_banks_on_a_real_deployment(root):
     assert aligned["a"]["intersection_size"] != aligned["b"]["intersection_size"]
     assert not (root / "c" / "banks" / "x").exists()
     audit = [json.loads(line) for line in (root / "c" / "governance" / "audit.jsonl").open()]
-    finished = sum(e["action"] == "job_finished" for e in audit)
-    assert finished == 5 or (resubmitted and finished == 6), finished
+    assert sum(e["action"] == "job_finished" for e in audit) == 5
+    assert not any(e["action"] == "job_failed" for e in audit)
     # Nothing left running.
     for pid in flower_pids:
         with pytest.raises(ProcessLookupError):

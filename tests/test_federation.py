@@ -19,6 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -48,7 +49,7 @@ from jointcredit.errors import (
     RemotePartyError,
 )
 from jointcredit.federation import bank as bank_mod
-from jointcredit.federation import client_app, deploy, fastnode, jobs, transport
+from jointcredit.federation import client_app, deploy, fastnode, guardlink, jobs, transport
 from jointcredit.federation.server_app import (
     BankDirectory,
     BankRecord,
@@ -93,7 +94,8 @@ class LoopbackGrid(Grid):
     """Delivers pushed messages to in-process ClientApps, one thread per message.
 
     ``tamper(node_id, message_type, blob) -> blob`` may rewrite a request on the way;
-    ``silent`` holds node ids that stop answering (a bank that disconnected).
+    ``silent`` holds node ids that stop answering (a bank that hangs); ``down`` holds node ids
+    whose messages come back as Flower's "node unavailable" error (a bank that disconnected).
     """
 
     def __init__(self) -> None:
@@ -102,6 +104,7 @@ class LoopbackGrid(Grid):
         self.lock = threading.Lock()
         self.tamper = None
         self.silent: set[int] = set()
+        self.down: set[int] = set()  # nodes the SuperLink reports offline (heartbeat lapsed)
         self.delivered: list[tuple[int, str]] = []
         self._run = SimpleNamespace(run_id=7)
 
@@ -158,6 +161,11 @@ class LoopbackGrid(Grid):
                     message_type,
                     message.metadata.message_id,
                 )
+        if node_id in self.down:
+            offline = Error(code=ErrorCode.NODE_UNAVAILABLE, reason="node is offline")
+            with self.lock:
+                self.replies[message.metadata.message_id] = Message(offline, reply_to=message)
+            return
         with self.lock:
             self.delivered.append((node_id, message_type))
         reply = client_app.app(message, self.nodes[node_id][0])
@@ -208,7 +216,7 @@ class Federation:
         self.bank_dirs = {}
         for i, name in enumerate(banks, start=101):
             workdir = tmp / name
-            workdir.mkdir(parents=True)
+            workdir.mkdir(parents=True, exist_ok=True)
             pem = _pem()
             directory.add(BankRecord(name, i, pem))
             self.grid.add_node(i, workdir, pem)
@@ -392,6 +400,113 @@ def test_job_without_center_times_out(short_tmp, tables):
     assert saved["status"] == "failed"
 
 
+def _poll(workdir: Path, hold: float = 0.0, **fields) -> dict:
+    """One control poll through the relay, as the center's service sends it."""
+    blob = codec.pack({"op": "poll", "hold": hold, **fields})
+    return codec.unpack(bank_mod.relay(workdir, transport.CONTROL, blob))
+
+
+def _step_in_thread(runner, side) -> tuple[threading.Thread, dict]:
+    result: dict = {}
+
+    def body():
+        try:
+            runner.run_step(side)
+            result["ok"] = True
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            result["error"] = exc
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_runner_hand_over_rules(short_tmp, tables):
+    """A step handed to a poll of a service that is gone is offered again if nothing of it ran;
+    polls from a replaced service never disturb the step a newer service drives; a step whose
+    bank half already answered is reported abandoned."""
+    from jointcredit.parties import BankParty
+    from jointcredit.protocol.channel import InProcessTransport
+    from jointcredit.protocol.session import CenterChannel
+
+    _, bank_a, _ = tables
+    with bank_mod.BankRunner(
+        BankParty(bank_a), short_tmp, kind="echo", start_timeout=10, step_timeout=10
+    ) as runner:
+        envelope = InProcessTransport(
+            lambda blob: bank_mod.relay(short_tmp, transport.ENVELOPE, blob)
+        )
+        # Step 1 goes to the old service (epoch 5), which dies after the session hello only.
+        thread, result = _step_in_thread(runner, jobs.EchoBank(runner.bank, rounds=1))
+        first = _poll(short_tmp, hold=5, epoch=5)
+        assert first["state"] == "step" and first["index"] == 1
+        CenterChannel(envelope).open()
+        # The new service (epoch 9) does not know the step: it is offered again, not failed.
+        again = _poll(short_tmp, hold=5, epoch=9)
+        assert again["state"] == "step" and again["index"] == 1
+        assert runner.reoffers == 1 and "error" not in result
+        # A late poll of the replaced service is answered idle and changes nothing.
+        assert _poll(short_tmp, hold=0.5, epoch=5) == {"state": "idle"}
+        channel = CenterChannel(envelope).open().bind("echo")
+        assert channel.request("start") == {"rounds": 1, "size": 64}
+        assert channel.request("ping", b"p" * 64) == b"p" * 64
+        outcome = {"index": 1, "protocol": "echo", "status": "ok"}
+        _poll(short_tmp, epoch=9, job_id=runner.job_id, outcome=outcome)
+        thread.join(10)
+        assert result == {"ok": True}
+
+        # Step 2: its bank half answered before the center lost track of it: abandoned.
+        thread, result = _step_in_thread(runner, jobs.EchoBank(runner.bank, rounds=1))
+        assert _poll(short_tmp, hold=5, epoch=9)["index"] == 2
+        channel = CenterChannel(envelope).open().bind("echo")
+        channel.request("start")
+        _poll(short_tmp, hold=0.2, epoch=12)
+        thread.join(10)
+        assert isinstance(result.get("error"), PartyUnavailableError)
+        assert "abandoned the running step" in str(result["error"])
+        assert runner.reoffers == 1
+
+        # Step 3: a center that keeps losing the step before starting it is not retried forever.
+        thread, result = _step_in_thread(runner, jobs.EchoBank(runner.bank, rounds=1))
+        for _ in range(bank_mod.MAX_REOFFERS + 1):
+            assert _poll(short_tmp, hold=5, epoch=12)["index"] == 3
+        _poll(short_tmp, hold=0.2, epoch=12)
+        thread.join(10)
+        assert "abandoned the running step" in str(result.get("error"))
+        assert runner.reoffers == 1 + bank_mod.MAX_REOFFERS
+        with pytest.raises(bank_mod.RunnerRefusal, match="epoch") as refused:
+            _poll(short_tmp, epoch=-1)
+        assert refused.value.type_name == "MalformedMessageError"
+
+
+def test_job_caught_in_a_service_hand_over_is_served_by_the_new_service(short_tmp, tables):
+    """The deployment race: the stopped service's long poll, still held in the bank's relay,
+    takes the first step of a job submitted during the hand-over; the new service serves it."""
+    center, bank_a, _ = tables
+    workdir = short_tmp / "a"
+    workdir.mkdir()
+    done: dict = {}
+    job = threading.Thread(
+        target=lambda: done.update(
+            jobs.run_bank_job(
+                workdir, "echo", {"rounds": 3}, table=bank_a, start_timeout=20, step_timeout=20
+            )
+        ),
+        daemon=True,
+    )
+    job.start()
+    stale = _poll(workdir, hold=10, epoch=1)  # its reply goes nowhere: that run was stopped
+    assert stale["state"] == "step"
+    fed = Federation(short_tmp, center, {"a": bank_a})
+    try:
+        job.join(30)
+    finally:
+        fed.close()
+    assert done["status"] == "ok", done
+    assert done["round_trips"] == 1 + 4
+    assert [r["status"] for r in fed.service.finished] == ["ok"]
+
+
 # --- the center's service over the loopback grid ---------------------------------------------
 
 
@@ -549,8 +664,185 @@ def test_train_then_score_match_in_process(short_tmp, tables):
         session, {"model_file": str(short_tmp / "ref" / "model.pkl")}, short_tmp / "refscore"
     )
     assert scored["scored"] == expected["scored"] == trained["intersection_size"]
-    got = (Path(scored["results_dir"]) / "decisions.csv").read_text()
-    assert got == (short_tmp / "refscore" / "decisions.csv").read_text()
+    # Encrypted scoring (CKKS, with the center's noise flooding of 2^-16 logit units): the same
+    # enterprises in the same order, PDs equal to far below any policy's resolution.
+    got = pd.read_csv(Path(scored["results_dir"]) / "decisions.csv", dtype={"id": str})
+    want = pd.read_csv(short_tmp / "refscore" / "decisions.csv", dtype={"id": str})
+    assert list(got["id"]) == list(want["id"])
+    np.testing.assert_allclose(got["pd"], want["pd"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got["score"], want["score"], rtol=0, atol=0.05)
+    assert (got["decision"] != want["decision"]).sum() <= 1  # a PD right at a cut-off may flip
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(short_tmp, tables):
+    """The bank's node disconnects while the center grows tree 2 of 4: the center records a
+    clear error, both parties keep the two finished trees, and the resumed job trains only the
+    last two and ends with the model of an uninterrupted run (same seeds)."""
+    import pickle
+
+    from jointcredit.federation import checkpoint
+
+    center, bank_a, _ = tables
+    params = {
+        "model": "secureboost",
+        "seed": 1,
+        "hyperparameters": {
+            "n_estimators": 4,
+            "max_depth": 2,
+            "max_bin": 8,
+            "min_child_samples": 5,
+            "backend": "plain",
+            "random_state": 3,
+        },
+    }
+    fed = Federation(short_tmp, center, {"a": bank_a})
+
+    def disconnect_at_tree_2(node_id, message_type, blob):
+        if message_type == transport.ENVELOPE:
+            env = Envelope.from_bytes(blob)
+            is_level = env.protocol == "secureboost" and env.msg_type == "level"
+            if is_level and codec.unpack(env.payload)["tree"] == 2:
+                fed.grid.down.add(node_id)
+        return blob
+
+    lost: dict = {}
+    try:
+        fed.grid.tamper = disconnect_at_tree_2
+        job = threading.Thread(target=lambda: lost.update(fed.run("a", "train", params)))
+        job.start()
+        deadline = time.monotonic() + 30
+        while not fed.service.finished and time.monotonic() < deadline:
+            time.sleep(0.05)
+        fed.grid.tamper = None
+        fed.grid.down.clear()  # the bank's node reconnects
+        job.join(30)
+        resumed = fed.run("a", "train", {"resume": lost["job_id"]})
+    finally:
+        fed.close()
+    failed = fed.service.finished[0]
+    assert failed["status"] == "failed" and failed["kind"] == "train"
+    assert failed["error"]["type"] == "PartyUnavailableError"
+    assert "node is offline" in failed["error"]["message"]
+    assert lost["status"] == "failed" and lost["error"]["type"] == "PartyUnavailableError"
+    kept = json.loads((Path(lost["results_dir"]) / "checkpoint" / "checkpoint.json").read_text())
+    assert kept["n_trees"] == 2
+    center_part = fed.service.store.party("a").model_parts[checkpoint.center_key(kept["model_id"])]
+    assert sorted(center_part.trees) == [0, 1]
+
+    assert resumed["status"] == "ok", resumed
+    assert resumed["resumed"] == {"job_id": lost["job_id"], "trees_kept": 2, "trees_trained": 2}
+    steps = [s["protocol"] for s in fed.service.finished[-1]["steps"]]
+    assert steps == ["psi", "resume", "secureboost_predict", "secureboost", "secureboost_predict"]
+
+    reference = jobs.train_job(
+        JointSession.in_process(bank_a, center), params, short_tmp / "reference"
+    )
+    np.testing.assert_allclose(
+        np.load(Path(resumed["results_dir"]) / "test_proba.npy"),
+        np.load(short_tmp / "reference" / "test_proba.npy"),
+        rtol=0,
+        atol=1e-12,
+    )
+    assert resumed["test"]["auc"] == pytest.approx(reference["test"]["auc"], abs=1e-12)
+    with open(Path(resumed["results_dir"]) / "model.pkl", "rb") as fh:
+        got = pickle.load(fh).model_
+    with open(short_tmp / "reference" / "model.pkl", "rb") as fh:
+        want = pickle.load(fh).model_
+    assert len(got.trees) == len(want.trees) == 4
+
+    def shape(tree):
+        return {k: {f: v for f, v in n.items() if f != "value"} for k, n in tree.items()}
+
+    for g, w in zip(got.trees, want.trees, strict=True):
+        assert shape(g) == shape(w)
+        for k, node in w.items():
+            if "value" in node:
+                assert g[k]["value"] == pytest.approx(node["value"], abs=1e-12)
+
+
+def test_scoring_gate_uses_the_authenticated_bank(short_tmp, tables):
+    """Consent and budget are those of the bank the center registered for the node that asked:
+    bank b cannot score enterprises consented to bank a, nor draw on a's budget."""
+    center = tables[0]
+    data = make_sme_data(n_enterprises=800, n_bank_customers=200, overlap=0.8, seed=11)
+    # Two banks with overlapping customer books (both classes present in each).
+    bank_a = load_party_table(data.bank.iloc[:130], label_col=data.label_col)
+    bank_b = load_party_table(data.bank.iloc[70:], label_col=data.label_col)
+    fed = Federation(short_tmp, center, {"a": bank_a, "b": bank_b})
+    governance = fed.center_dir / "governance"
+    params = {
+        "model": "secureboost",
+        "hyperparameters": {
+            "n_estimators": 2, "max_depth": 2, "max_bin": 8, "min_child_samples": 5,
+            "backend": "plain", "random_state": 3,
+        },
+    }  # fmt: skip
+    try:
+        models = {}
+        for name in ("a", "b"):
+            trained = fed.run(name, "train", params)
+            assert trained["status"] == "ok", trained
+            models[name] = str(Path(trained["results_dir"]) / "model.pkl")
+        b_ids = list(jobs.load_bank_party(fed.bank_dirs["b"], bank_b).aligned_ids)
+        # Every enterprise consents to bank a; ten of b's customers consent to bank b.
+        grants = [(i, "a") for i in center.ids] + [(i, "b") for i in b_ids[:10]]
+        pd.DataFrame(
+            {
+                "id": [i for i, _ in grants],
+                "bank": [b for _, b in grants],
+                "purpose": "pre_authorization",
+                "granted_at": "2020-01-01",
+                "expires_at": "2099-12-31",
+            }
+        ).to_csv(short_tmp / "consents.csv", index=False)
+        from jointcredit.scoring.consent import ConsentRegistry
+
+        ConsentRegistry(governance / "consents.jsonl").import_csv(short_tmp / "consents.csv")
+        budgets = {"default": None, "banks": {"a": {"per_day": 10_000}, "b": {"per_day": 5}}}
+        (governance / "budgets.json").write_text(json.dumps(budgets))
+
+        refused = fed.run("b", "score", {"model_file": models["b"]})
+        scored_a = fed.run("a", "score", {"model_file": models["a"]})
+        budgets["banks"]["b"]["per_day"] = 100
+        (governance / "budgets.json").write_text(json.dumps(budgets))
+        scored_b = fed.run("b", "score", {"model_file": models["b"]})
+    finally:
+        fed.close()
+    # b's ten consented enterprises exceed its own budget of five; a's budget is not b's.
+    assert refused["status"] == "failed"
+    assert "BudgetExhaustedError" in refused["error"]["message"] + refused["error"]["type"]
+    assert scored_a["status"] == "ok", scored_a
+    assert scored_a["scored"] == scored_a["requested"] > 10
+    # With budget, b scores its own ten consents only; a's consents do not count for b.
+    assert scored_b["status"] == "ok", scored_b
+    assert scored_b["scored"] == 10
+    assert scored_b["excluded"] == {"no_consent": len(b_ids) - 10}
+    excluded = pd.read_csv(Path(scored_b["results_dir"]) / "excluded.csv", dtype=str)
+    assert set(excluded["id"]) == set(b_ids[10:])
+    audit = [json.loads(line) for line in (governance / "audit.jsonl").open()]
+    admitted = [e["details"] for e in audit if e["action"] == "job_admitted"]
+    assert [(d["bank"], d["allowed"]) for d in admitted] == [("a", scored_a["scored"]), ("b", 10)]
+    refusals = [e["details"] for e in audit if e["action"] == "job_refused"]
+    assert [(d["bank"], d["reason"]) for d in refusals] == [("b", "budget_exhausted")]
+    ledger = [json.loads(line) for line in (governance / "budget_ledger.jsonl").open()]
+    assert sorted((c["bank_id"], c["n"]) for c in ledger) == [("a", scored_a["scored"]), ("b", 10)]
+
+
+def test_broken_governance_fails_the_job_with_its_reason(short_tmp, tables):
+    center, bank_a, _ = tables
+    fed = Federation(short_tmp, center, {"a": bank_a})
+    governance = fed.center_dir / "governance"
+    governance.mkdir(parents=True, exist_ok=True)
+    (governance / "consents.jsonl").write_text("")
+    (governance / "budgets.json").write_text('{"banks": {"a": {"per_week": 5}}}')
+    try:
+        failed = fed.run("a", "echo", {"rounds": 1})
+    finally:
+        fed.close()
+    assert failed["status"] == "failed"
+    assert failed["error"]["type"] == "RemotePartyError"
+    assert "per_week" in failed["error"]["message"]
+    assert fed.service.finished[0]["steps"][0]["error"]["type"] == "DataValidationError"
 
 
 def test_protocol_not_served_fails_the_step(short_tmp, tables):
@@ -653,6 +945,98 @@ def test_fast_poll_installs_only_where_hooks_exist():
     assert module._pull_and_store_message() == 5 and pacer.last_message > -1
     assert module.pull_objects([])["initial_backoff"] == fastnode.OBJECT_BACKOFF
     assert module.time is not real_time and module.time.monotonic is real_time.monotonic
+
+
+def test_control_api_guard_lets_remote_clients_reach_the_fleet_api_only():
+    import asyncio
+
+    async def flower(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    guard = guardlink.LocalOnlyMiddleware(flower, allow=["10.1.2.3"])
+
+    def status(path: str, host: str) -> int:
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        async def receive():
+            return {"type": "http.request", "body": b""}
+
+        scope = {"type": "http", "method": "POST", "path": path, "client": (host, 40000)}
+        asyncio.run(guard(scope, receive, send))
+        return sent[0]["status"]
+
+    remote = "203.0.113.9"
+    assert status("/v1/fleet/pull-messages", remote) == 200  # banks' nodes
+    assert status("/v1/control/stop-run", remote) == 403
+    assert status("/v1/control/register-node", remote) == 403
+    assert status("/v1/runtime/acquire-task", remote) == 403
+    assert status("/v1/fleetx", remote) == 403
+    for local in ("127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1", "10.1.2.3"):
+        assert status("/v1/control/stop-run", local) == 200, local
+    assert status("/v1/control/stop-run", "testclient") == 403  # not an address: refused
+
+
+def test_control_api_guard_hooks_into_the_installed_superlink():
+    from flwr.superlink import main as superlink_main
+
+    # The hook the launcher patches exists in the installed Flower...
+    assert callable(superlink_main._get_middleware) and callable(superlink_main.create_app)
+    # ...and the guard becomes the outermost middleware, ahead of Flower's own.
+    fake = SimpleNamespace(_get_middleware=lambda: ["flower's"], create_app=object())
+    assert guardlink.install(fake, ["10.0.0.1"])
+    first, rest = fake._get_middleware()[0], fake._get_middleware()[1:]
+    assert first.cls is guardlink.LocalOnlyMiddleware and first.kwargs == {"allow": ["10.0.0.1"]}
+    assert rest == ["flower's"]
+    assert not guardlink.install(SimpleNamespace(create_app=object()), [])
+
+
+def test_bank_worker_keeps_serving_after_a_lost_task(monkeypatch):
+    """A reply the SuperLink refuses (its run was stopped meanwhile: ObjectPushError) or any
+    other failure of one task must not end the worker that answers for the bank's node."""
+    from flwr.common.constant import SubStatus
+    from flwr.supercore.inflatable.inflatable_utils import ObjectPushError
+
+    from jointcredit.federation import worker
+
+    stop = threading.Event()
+    tokens = iter(["t1", "t2", "t3"])
+
+    class OneTaskAtATime:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def next(self, _stop):
+            token = next(tokens, None)
+            if token is None:
+                stop.set()
+                return None
+            return token, 1, 7
+
+        def close(self):
+            pass
+
+    failures = [ObjectPushError("obj", 7, "session"), ValueError("unexpected")]
+    pushed, outputs = [], []
+
+    def push(client, reply, context):
+        pushed.append(reply)
+        if failures:
+            raise failures.pop(0)
+
+    monkeypatch.setattr(worker, "_Acquirer", OneTaskAtATime)
+    monkeypatch.setattr(worker, "_client", lambda *a, **k: SimpleNamespace(close=lambda: None))
+    monkeypatch.setattr(worker, "_pull_client_input", lambda client: ("message", "context"))
+    monkeypatch.setattr(worker, "push_message", push)
+    monkeypatch.setattr(worker, "_push_output", lambda c, ctx, status, d: outputs.append(status))
+    bank_worker = worker.ClientAppWorker("127.0.0.1:1", lambda message, context: "reply")
+    bank_worker.serve(stop)
+    assert pushed == ["reply"] * 3
+    assert bank_worker.handled == 1
+    assert outputs == [SubStatus.FAILED, SubStatus.FAILED, SubStatus.COMPLETED]
 
 
 def test_unknown_job_and_model_are_named():

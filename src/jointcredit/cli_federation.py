@@ -16,6 +16,7 @@ Bank::
     jointcredit bank keygen BANK_KEY                      # writes BANK_KEY and BANK_KEY.pub
     jointcredit join --server HOST:PORT --ca CA.pem --key BANK_KEY --data BANK.csv --workdir DIR
     jointcredit run --workdir DIR --job align|train|score|echo [--model ...]
+    jointcredit run --workdir DIR --job train --resume JOB_ID   # after a disconnect
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         plugins=tuple(args.plugin or ()),
         protocols=tuple(args.protocols.split(",")) if args.protocols else None,
         consents=Path(args.consents) if args.consents else None,
+        control_local_only=not args.control_from_anywhere,
     )
     _interrupt_on_terminate()
     try:
@@ -162,7 +164,10 @@ def cmd_join(args: argparse.Namespace) -> int:
             while node.alive():
                 time.sleep(0.5)
             assert node.supernode is not None
-            print(f"the SuperNode exited:\n{node.supernode.log_tail()}", file=sys.stderr)
+            if node.supernode.alive():
+                print("the ClientApp worker stopped (see the log above)", file=sys.stderr)
+            else:
+                print(f"the SuperNode exited:\n{node.supernode.log_tail()}", file=sys.stderr)
             return 1
     except KeyboardInterrupt:
         return 0
@@ -183,6 +188,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         params.setdefault("model_file", args.model_file)
     if args.protocol:
         params.setdefault("protocol", args.protocol)
+    if args.resume:
+        if args.job != "train":
+            raise DataValidationError("resume", "only train jobs can be resumed")
+        params["resume"] = args.resume
     if args.job == "echo":
         params.setdefault("rounds", args.rounds)
         params.setdefault("size", args.size)
@@ -213,6 +222,12 @@ def add_federation_commands(subparsers: Any) -> None:
     p.add_argument("--step-timeout", type=float, default=600.0, help="seconds per round trip")
     p.add_argument("--protocols", help="comma-separated protocols to serve (default: all)")
     p.add_argument("--plugin", action="append", help="module registering extra protocols")
+    p.add_argument(
+        "--control-from-anywhere",
+        action="store_true",
+        help="let any client that reaches the port use Flower's Control API (default: this host "
+        "only; banks' nodes always reach the Fleet API)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_serve)
 
@@ -262,6 +277,11 @@ def add_federation_commands(subparsers: Any) -> None:
     p.add_argument("--model-file", help="score: model.pkl from a train job")
     p.add_argument("--protocol", help="protocol job: registered protocol name")
     p.add_argument("--params", help="job parameters as a JSON object")
+    p.add_argument(
+        "--resume",
+        metavar="JOB_ID",
+        help="train: continue a failed training job from the trees both parties finished",
+    )
     p.add_argument("--rounds", type=int, default=10, help="echo: round trips")
     p.add_argument("--size", type=int, default=64, help="echo: bytes per message")
     p.add_argument("--start-timeout", type=float, default=120.0)

@@ -9,6 +9,10 @@
 * :mod:`~jointcredit.federation.jobs` - bank jobs (align, train, score, echo) over any session.
 * :mod:`~jointcredit.federation.worker` - long-lived task workers (``--isolation process``).
 * :mod:`~jointcredit.federation.deploy` - certificates, keys, SuperLink/SuperNode processes.
+* :mod:`~jointcredit.federation.checkpoint` - what a failed training step keeps, and the
+  ``resume`` protocol (``jointcredit run --job train --resume JOB_ID``).
+* :mod:`~jointcredit.federation.guardlink` - the SuperLink launcher that keeps Flower's
+  Control and Runtime APIs for the center's own host.
 
 See docs/deployment.md. Submodules are imported on demand (they import Flower).
 """

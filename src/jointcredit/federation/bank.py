@@ -23,6 +23,19 @@ HMAC challenge) before the runner reads a byte.
 The relay answers a poll even when no job runs (``{"state": "idle"}``), after waiting up to
 the poll's ``hold`` seconds for one to start: the center's poll then doubles as a long poll and a
 job starts without waiting for the next poll cycle.
+
+Service hand-over. A poll may outlive the center's service that sent it: the service run is
+stopped (``flwr stop``, a restart) while its long poll waits in the bank's relay, a job starts,
+and the step goes out in the reply to a poll nobody reads any more. Two rules keep such a job
+alive:
+
+* every poll carries the sending service's ``epoch`` (a number that grows with every service
+  start); the runner ignores polls from an epoch older than one it has already seen, so a
+  stale poll never takes or disturbs a step a newer service drives;
+* a step counts as *started* only once the center's first protocol message for it arrived
+  (the session ``hello`` does not count: it touches no bank half). When a fresh poll shows the
+  center does not know about a step it was handed (no ``job_id``/outcome), an unstarted step is
+  simply offered again; only a step whose bank half already answered is reported abandoned.
 """
 
 from __future__ import annotations
@@ -56,8 +69,8 @@ from jointcredit.federation.transport import CONTROL, ENVELOPE, MAX_BLOB_BYTES
 from jointcredit.parties import BankParty
 from jointcredit.protocol import codec
 from jointcredit.protocol.channel import Transcript
-from jointcredit.protocol.envelope import Role
-from jointcredit.protocol.session import BankEndpoint, BankSide
+from jointcredit.protocol.envelope import Envelope, Role
+from jointcredit.protocol.session import SESSION_PROTOCOL, BankEndpoint, BankSide
 
 RUN_DIR = "run"
 SOCKET_FILE = "bank.sock"
@@ -65,6 +78,9 @@ KEY_FILE = "bank.key"
 LOCK_FILE = "job.lock"
 #: Longest a poll may be held open by the bank (the center asks for less).
 MAX_HOLD = 30.0
+#: How often one step is offered again after the service it was handed to lost it unstarted
+#: (a hand-over needs one; more means the center keeps failing before it starts the step).
+MAX_REOFFERS = 3
 _OK, _ERR = b"\x00", b"\x01"
 _OP_POLL, _OP_ENVELOPE = b"P", b"E"
 # Unix socket paths are limited to 107 bytes on Linux.
@@ -111,6 +127,24 @@ def _hold_of(request: Any) -> float:
     if not isinstance(hold, (int, float)) or not 0 <= hold <= MAX_HOLD:
         raise MalformedMessageError(f"control message: hold must be in [0, {MAX_HOLD}] seconds")
     return float(hold)
+
+
+def _epoch_of(request: dict) -> int | None:
+    """The sending service's epoch; None from a center that does not send one."""
+    epoch = request.get("epoch")
+    if epoch is None:
+        return None
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise MalformedMessageError("control message: epoch must be a non-negative integer")
+    return epoch
+
+
+def _touches_bank_half(envelope: bytes) -> bool:
+    """False for the session handshake, which only sets up keys (no protocol state changes)."""
+    try:
+        return Envelope.from_bytes(envelope).protocol != SESSION_PROTOCOL
+    except JointCreditError:
+        return True  # the endpoint refuses it; count it, to be safe
 
 
 def _call_runner(directory: Path, frame: bytes) -> bytes:
@@ -160,10 +194,24 @@ class FederatedSession:
     def center(self) -> Any:
         raise DeploymentError("the credit center's party is not reachable from the bank")
 
+    @property
+    def results_dir(self) -> Path:
+        """Where this job's files go (``WORKDIR/results/JOB_ID``)."""
+        return self._runner.workdir / "results" / self.job_id
+
     def run(self, side: BankSide) -> None:
+        from jointcredit.federation import checkpoint
+
         start = time.perf_counter()
         try:
             self._runner.run_step(side)
+        except JointCreditError:
+            # Keep what the step finished (e.g. committed trees) for `run --resume JOB_ID`.
+            try:
+                checkpoint.keep_bank(self.results_dir / checkpoint.CHECKPOINT_DIR, side)
+            except Exception:  # noqa: BLE001 - the step's own error is the one to report
+                _log.exception("job %s: could not keep a checkpoint", self.job_id)
+            raise
         finally:
             self.timings[side.protocol] = self.timings.get(side.protocol, 0.0) + (
                 time.perf_counter() - start
@@ -213,7 +261,13 @@ class BankRunner:
         self._cond = threading.Condition()
         self._index = 0
         self._pending: dict | None = None  # published step, not yet fetched by the center
+        self._pending_since = 0.0
         self._in_flight: int | None = None  # step index the center is driving
+        self._handed: dict | None = None  # the step in flight, as handed out
+        self._started = False  # the center's first protocol message for it arrived
+        self._step_reoffers = 0  # of the step in flight
+        self._epoch = -1  # newest service epoch seen
+        self.reoffers = 0  # steps offered again after a hand-over (for logs and tests)
         self._outcome: dict | None = None
         self._done: dict | None = None
         self._done_fetched = threading.Event()
@@ -285,13 +339,14 @@ class BankRunner:
             self._index += 1
             index = self._index
             self._pending = {"protocol": side.protocol, "index": index}
+            self._step_reoffers = 0
+            self._pending_since = time.monotonic()
             self._outcome = None
             self._cond.notify_all()
-            published = time.monotonic()
             while self._outcome is None and not self._closed:
                 waiting_pickup = self._pending is not None
                 if waiting_pickup:
-                    limit, since, what = self.start_timeout, published, "pick up"
+                    limit, since, what = self.start_timeout, self._pending_since, "pick up"
                 else:
                     limit, since, what = self.step_timeout, self._fetched_at, "finish"
                 remaining = since + limit - time.monotonic()
@@ -367,6 +422,10 @@ class BankRunner:
     def _on_envelope(self, request: bytes) -> bytes:
         # Verification (MAC, sequence, session) happens in the endpoint; a failure raises before
         # any bank half sees the payload and is reported back as a refusal.
+        if _touches_bank_half(request):
+            with self._cond:
+                if self._in_flight is not None:
+                    self._started = True
         self.transcript.record(request)
         reply = self.endpoint.receive(request)
         self.transcript.record(reply)
@@ -377,10 +436,34 @@ class BankRunner:
         hold = _hold_of(request)
         outcome = request.get("outcome")
         job_id = request.get("job_id")
+        epoch = _epoch_of(request)
         with self._cond:
+            if epoch is not None:
+                if epoch < self._epoch:
+                    # From a service that has been replaced since (its reply goes nowhere).
+                    _log.info("job %s: ignored a poll from a replaced service", self.job_id)
+                    return codec.pack({"state": "idle"})
+                self._epoch = epoch
             if self._in_flight is not None:
-                if outcome is None or job_id != self.job_id:
-                    # The center lost track of the step it was driving (restarted, timed out).
+                if outcome is not None and job_id == self.job_id:
+                    if not isinstance(outcome, dict) or outcome.get("index") != self._in_flight:
+                        raise UnexpectedMessageError("poll: outcome is for another step")
+                    self._outcome = dict(outcome)
+                elif not self._started and self._step_reoffers < MAX_REOFFERS:
+                    # The step went out in the reply to a poll that no running service read
+                    # (the service run was handed over, or the poll expired at the center):
+                    # nothing of it ran, so this poll gets it instead.
+                    self._pending = self._handed
+                    self._pending_since = time.monotonic()
+                    self._step_reoffers += 1
+                    self.reoffers += 1
+                    _log.warning(
+                        "job %s: step %s was handed to a service that is gone; offering it again",
+                        self.job_id,
+                        self._in_flight,
+                    )
+                else:
+                    # The center lost track of a step it was driving (restarted, timed out).
                     self._outcome = {
                         "status": "failed",
                         "error": {
@@ -388,11 +471,8 @@ class BankRunner:
                             "message": "the credit center abandoned the running step",
                         },
                     }
-                else:
-                    if not isinstance(outcome, dict) or outcome.get("index") != self._in_flight:
-                        raise UnexpectedMessageError("poll: outcome is for another step")
-                    self._outcome = dict(outcome)
                 self._in_flight = None
+                self._handed = None
                 self._cond.notify_all()
             deadline = time.monotonic() + hold
             while self._pending is None and self._done is None and not self._closed:
@@ -404,6 +484,8 @@ class BankRunner:
                 step = self._pending
                 self._pending = None
                 self._in_flight = step["index"]
+                self._handed = step
+                self._started = False
                 self._fetched_any = True
                 self._fetched_at = time.monotonic()
                 return codec.pack(

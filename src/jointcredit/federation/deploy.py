@@ -1,7 +1,8 @@
 """Start and stop a real Flower deployment: certificates, keys, processes, configuration.
 
 The credit center runs ``flower-superlink`` (TLS, SuperNode authentication, ``--isolation
-process``, no runtime dependency installation) plus, in the ``jointcredit serve`` process, a
+process``, no runtime dependency installation, Control and Runtime APIs for local clients only:
+:mod:`~jointcredit.federation.guardlink`) plus, in the ``jointcredit serve`` process, a
 :class:`~jointcredit.federation.worker.ServerAppWorker` that runs the center's ServerApp for the
 one run the operator starts. A bank runs ``flower-supernode`` (TLS root certificate, its private
 key, ``--isolation process``, ``data-path`` = its work directory) plus, in the ``jointcredit
@@ -490,6 +491,8 @@ class CenterSettings:
     protocols: tuple[str, ...] | None = None
     consents: Path | None = None
     extra_hosts: tuple[str, ...] = field(default_factory=tuple)
+    #: Control and Runtime APIs answer clients on this host only (see ``guardlink``).
+    control_local_only: bool = True
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
@@ -602,8 +605,15 @@ class CenterDeployment:
         )
         self.service = CenterService(config)
         secret_file = self.workdir / "secrets" / "superexec.secret"
+        if s.control_local_only:
+            launcher = [sys.executable, "-m", "jointcredit.federation.guardlink"]
+            for address in self._own_addresses():
+                launcher += ["--allow", address]
+            launcher.append("--")
+        else:
+            launcher = [flower_tool("flower-superlink")]
         argv = [
-            flower_tool("flower-superlink"),
+            *launcher,
             "--ssl-ca-certfile", str(tls.ca_cert),
             "--ssl-certfile", str(tls.server_cert),
             "--ssl-keyfile", str(tls.server_key),
@@ -644,6 +654,16 @@ class CenterDeployment:
         self._supervisor.start()
         _log.info("credit center serving on %s (run %s)", self.address, self.run_id)
         return self
+
+    def _own_addresses(self) -> list[str]:
+        """Addresses besides loopback that the center's own tools connect from."""
+        try:
+            address = ipaddress.ip_address(self.settings.host)
+        except ValueError:
+            return []
+        if address.is_unspecified or address.is_loopback:
+            return []
+        return [str(address)]
 
     def _is_service_run(self, candidate: int) -> bool:
         # While a run is being started its id is not known yet: wait rather than refuse it.
@@ -843,7 +863,9 @@ class BankDeployment:
         return self
 
     def alive(self) -> bool:
-        return self.supernode is not None and self.supernode.alive()
+        """The SuperNode runs and, in process isolation, so does the worker answering for it."""
+        worker_ok = self._thread is None or self._thread.is_alive()
+        return self.supernode is not None and self.supernode.alive() and worker_ok
 
     def stop(self) -> None:
         self._stop.set()

@@ -26,6 +26,7 @@ import importlib
 import json
 import os
 import pickle
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -136,6 +137,9 @@ def resolve_estimator(model: str) -> type:
 # --- jobs -----------------------------------------------------------------------------------
 
 Job = Callable[[Any, dict, Path], dict]
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+#: The parameters a job ran with (``results/JOB_ID/job.json``), so it can be resumed.
+JOB_FILE = "job.json"
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -176,6 +180,18 @@ def train_job(session: Any, params: dict, outdir: Path) -> dict:
     from jointcredit.report.metrics import summary
     from jointcredit.workflow import split_rows
 
+    resume = params.get("resume")
+    source: Path | None = None
+    if resume is not None:
+        # Same job again, from the failed job's own parameters and checkpoint.
+        if not isinstance(resume, str) or not JOB_ID.match(resume):
+            raise DataValidationError("resume", f"{resume!r} is not a job id")
+        source = outdir.parent / resume
+        try:
+            params = json.loads((source / JOB_FILE).read_text(encoding="utf-8"))["params"]
+        except (OSError, ValueError, KeyError):
+            raise DataValidationError("resume", f"job {resume} left no train parameters") from None
+    _write_json(outdir / JOB_FILE, {"kind": "train", "params": params, "resumes": resume})
     model = params.get("model")
     if not isinstance(model, str):
         raise DataValidationError("model", "a train job needs --model")
@@ -188,8 +204,12 @@ def train_job(session: Any, params: dict, outdir: Path) -> dict:
         y, test_size=float(params.get("test_size", 0.3)), seed=int(params.get("seed", 42))
     )
     start = time.perf_counter()
-    estimator = cls(**dict(params.get("hyperparameters", {})))
-    estimator.fit(session, rows=train_rows)
+    hyperparameters = dict(params.get("hyperparameters", {}))
+    if source is None:
+        estimator = cls(**hyperparameters).fit(session, rows=train_rows)
+    else:
+        estimator = _resume_fit(session, cls, hyperparameters, source, train_rows, result)
+        result["resumed"]["job_id"] = resume
     result["train_seconds"] = round(time.perf_counter() - start, 3)
     proba = np.asarray(estimator.predict_proba(session, rows=test_rows))[:, 1]
     result["test"] = summary(y[test_rows], proba)
@@ -202,14 +222,39 @@ def train_job(session: Any, params: dict, outdir: Path) -> dict:
     return result
 
 
+def _resume_fit(
+    session: Any, cls: type, hyperparameters: dict, source: Path, rows: np.ndarray, result: dict
+) -> Any:
+    """Continue a failed training job from the trees both parties finished."""
+    from jointcredit.federation.checkpoint import CHECKPOINT_DIR, resume_estimator
+    from jointcredit.learn.boosting import BoostParams
+
+    parent, kept = resume_estimator(session, cls, hyperparameters, source / CHECKPOINT_DIR)
+    total = BoostParams.validate(**hyperparameters).n_estimators
+    remaining = total - kept
+    result["resumed"] = {"trees_kept": kept, "trees_trained": max(remaining, 0)}
+    if remaining <= 0:
+        return parent
+    estimator = cls(**{**hyperparameters, "n_estimators": remaining})
+    return estimator.fit(session, rows=rows, init_model=parent)
+
+
 def score_job(session: Any, params: dict, outdir: Path) -> dict:
     """Score the aligned enterprises with a fitted model; write the pre-authorization list.
 
+    Scoring runs the encrypted ``score`` protocol (:func:`~jointcredit.scoring.preauth.
+    preauthorize`), whose credit-center half applies the center's consent and budget gate
+    before any cryptography; in a deployment the center charges and checks the bank it
+    registered for the node that asked, whatever the bank claims.
+
     ``params``: ``model_file`` (a ``model.pkl`` from a train job), ``policy`` (optional JSON
-    of :class:`~jointcredit.scoring.policy.PreAuthorizationPolicy`). Writes ``decisions.csv``
-    and ``whitelist.csv``.
+    of :class:`~jointcredit.scoring.policy.PreAuthorizationPolicy`), ``purpose``
+    (``pre_authorization``), ``output`` (``exact`` or ``noise``), ``noise_std``. Writes
+    ``decisions.csv``, ``whitelist.csv`` and ``excluded.csv`` (ids the center did not score, with
+    the reason).
     """
     from jointcredit.scoring.policy import PreAuthorizationPolicy
+    from jointcredit.scoring.preauth import default_policy, excluded_frame, preauthorize
 
     model_file = params.get("model_file")
     if not model_file or not Path(model_file).is_file():
@@ -221,19 +266,28 @@ def score_job(session: Any, params: dict, outdir: Path) -> dict:
     policy = (
         PreAuthorizationPolicy.load(params["policy"])
         if params.get("policy")
-        else PreAuthorizationPolicy()
+        else default_policy(estimator)
     )
-    ids = session.bank.require_aligned()
-    rows = np.arange(len(ids))
-    proba = np.asarray(estimator.predict_proba(session, rows=rows))[:, 1]
-    decisions = policy.decide(ids, proba)
+    decisions, summary = preauthorize(
+        session,
+        estimator,
+        None,
+        policy,
+        purpose=str(params.get("purpose", "pre_authorization")),
+        output=str(params.get("output", "exact")),
+        noise_std=float(params.get("noise_std", 0.0)),
+    )
     outdir.mkdir(parents=True, exist_ok=True)
     decisions.to_csv(outdir / "decisions.csv", index=False)
+    excluded_frame(summary).to_csv(outdir / "excluded.csv", index=False)
     written = policy.export_whitelist(decisions, outdir / "whitelist.csv")
     return {
-        "scored": int(len(ids)),
+        "requested": summary["requested"],
+        "scored": summary["scored"],
+        "excluded": summary["excluded"],
         "pre_authorized": int(written),
-        "policy": policy.summary(decisions),
+        "policy": {k: v for k, v in summary.items() if k not in ("excluded_ids", "protocol")},
+        "protocol": summary["protocol"],
     }
 
 

@@ -46,6 +46,7 @@ from jointcredit.errors import (
     PartyUnavailableError,
     RemotePartyError,
 )
+from jointcredit.federation import checkpoint
 from jointcredit.federation import jobs as _jobs  # noqa: F401 - registers the echo protocol
 from jointcredit.federation.transport import (
     CONTROL,
@@ -71,6 +72,11 @@ JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 JOB_KIND = re.compile(r"^[a-z_]{1,32}$")
 BANKS_FILE = "banks.json"
 AUDIT_FILE = "governance/audit.jsonl"
+CONSENTS_FILE = "governance/consents.jsonl"
+#: Per-bank query budgets: ``{"default": {per_day, per_month, per_enterprise_per_month} | null,
+#: "banks": {NAME: {...}}}``; without the file every bank gets the default limits.
+BUDGETS_FILE = "governance/budgets.json"
+BUDGET_LEDGER_FILE = "governance/budget_ledger.jsonl"
 ACTOR = "credit_center"
 
 
@@ -174,6 +180,25 @@ def _normalise_pem(data: bytes) -> bytes:
     return b"".join(data.split())
 
 
+def load_budget_limits(path: Path) -> tuple[Any, dict[str, Any]]:
+    """``(default limits, {bank: limits})`` from the center's budgets file (see BUDGETS_FILE)."""
+    from jointcredit.scoring.budget import BudgetLimits
+
+    if not path.exists():
+        return BudgetLimits(), {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise DataValidationError(str(path), f"not valid JSON: {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("banks", {}), dict):
+        raise DataValidationError(str(path), "expected {'default': {...}, 'banks': {NAME: {...}}}")
+    default = raw.get("default", {})
+    return (
+        None if default is None else BudgetLimits.from_dict(default),
+        {check_bank_name(b): BudgetLimits.from_dict(v) for b, v in raw.get("banks", {}).items()},
+    )
+
+
 # --- per-bank state at the center ------------------------------------------------------------
 
 
@@ -267,6 +292,9 @@ class CenterService:
         self.audit = AuditLog(Path(config.workdir) / AUDIT_FILE)
         self.jobs: dict[str, threading.Thread] = {}
         self.finished: list[dict] = []  # job records, for tests and the operator's status view
+        #: Grows with every :meth:`serve` (every service run); sent with each poll so a bank can
+        #: tell a poll of this service from a stale one of a service it replaced.
+        self.epoch = 0
         self._stop = threading.Event()
 
     # main loop ----------------------------------------------------------------------------
@@ -280,6 +308,8 @@ class CenterService:
         """Serve until ``stop`` (or :meth:`stop`) is set."""
         stop = stop or self._stop
         grid = grid if isinstance(grid, SharedGrid) else SharedGrid(grid)
+        # Wall-clock nanoseconds, so it also grows across restarts of the center's process.
+        self.epoch = epoch = max(time.time_ns(), self.epoch + 1)
         outstanding: dict[str, tuple[str, int, float]] = {}  # bank -> (message id, node, sent)
         not_before: dict[str, float] = {}
         online: dict[str, int] = {}
@@ -300,7 +330,7 @@ class CenterService:
                 busy = name in outstanding or (name in self.jobs and self.jobs[name].is_alive())
                 if busy or now < not_before.get(name, 0.0):
                     continue
-                request = codec.pack({"op": "poll", "hold": self.config.hold})
+                request = codec.pack({"op": "poll", "hold": self.config.hold, "epoch": epoch})
                 try:
                     message_id = push(
                         grid, node_id, CONTROL, request, ttl=self.config.hold + TTL_MARGIN
@@ -310,7 +340,7 @@ class CenterService:
                     not_before[name] = now + self.config.poll_backoff
                     continue
                 outstanding[name] = (message_id, node_id, now)
-            self._collect_polls(grid, outstanding, not_before)
+            self._collect_polls(grid, outstanding, not_before, epoch)
             time.sleep(0.02)
         for thread in list(self.jobs.values()):
             thread.join(timeout=5)
@@ -320,6 +350,7 @@ class CenterService:
         grid: Grid,
         outstanding: dict[str, tuple[str, int, float]],
         not_before: dict[str, float],
+        epoch: int,
     ) -> None:
         if not outstanding:
             return
@@ -348,13 +379,16 @@ class CenterService:
                 not_before[name] = now + self.config.poll_backoff
                 continue
             if isinstance(answer, dict) and answer.get("state") == "step":
-                self._start_job(grid, name, node_id, answer)
+                self._start_job(grid, name, node_id, answer, epoch)
 
     # one job ------------------------------------------------------------------------------
 
-    def _start_job(self, grid: Grid, name: str, node_id: int, step: dict) -> None:
+    def _start_job(self, grid: Grid, name: str, node_id: int, step: dict, epoch: int) -> None:
         thread = threading.Thread(
-            target=self._run_job, args=(grid, name, node_id, step), name=f"job-{name}", daemon=True
+            target=self._run_job,
+            args=(grid, name, node_id, step, epoch),
+            name=f"job-{name}",
+            daemon=True,
         )
         self.jobs[name] = thread
         thread.start()
@@ -368,7 +402,7 @@ class CenterService:
             raise MalformedMessageError("control reply: expected a dict with 'state'")
         return answer
 
-    def _run_job(self, grid: Grid, name: str, node_id: int, step: dict) -> None:
+    def _run_job(self, grid: Grid, name: str, node_id: int, step: dict, epoch: int) -> None:
         # The job id and kind come from the bank: they name files here, so check them first.
         job_id, kind = step.get("job_id"), step.get("kind")
         if not isinstance(job_id, str) or not JOB_ID.match(job_id):
@@ -394,13 +428,18 @@ class CenterService:
             transcript,
         )
         channel: CenterChannel | None = None
+        setup_error: JointCreditError | None = None
+        try:
+            party.services.update(self.services_for(name))
+        except JointCreditError as exc:  # e.g. a broken governance file: every step says so
+            setup_error = exc
         try:
             while True:
                 if step.get("job_id") != job_id:
                     raise MalformedMessageError("control reply belongs to another job")
                 if channel is None:
                     channel = CenterChannel(transport).open()
-                outcome = self._run_step(name, party, channel, step)
+                outcome = self._run_step(name, party, channel, step, setup_error)
                 record["steps"].append(outcome)
                 if outcome["status"] != "ok":
                     channel = None  # the session may be out of step: start a fresh one
@@ -408,6 +447,7 @@ class CenterService:
                 request = {
                     "op": "poll",
                     "hold": self.config.hold,
+                    "epoch": epoch,
                     "job_id": job_id,
                     "outcome": outcome,
                 }
@@ -420,7 +460,9 @@ class CenterService:
                             "between steps"
                         )
                     answer = self._control(
-                        grid, node_id, {"op": "poll", "hold": self.config.hold, "job_id": job_id}
+                        grid,
+                        node_id,
+                        {"op": "poll", "hold": self.config.hold, "epoch": epoch, "job_id": job_id},
                     )
                 if answer["state"] == "step":
                     step = answer
@@ -460,19 +502,70 @@ class CenterService:
             error=(record.get("error") or {}).get("type"),
         )
 
-    def _run_step(self, name: str, party: CenterParty, channel: CenterChannel, step: dict) -> dict:
+    def services_for(self, name: str) -> dict[str, Any]:
+        """The center-local services this bank's protocol halves get (see ``CenterParty``).
+
+        ``name`` is the bank the center registered for the node that authenticated; the
+        consent filter and the query budget of the scoring gate use it, never a name a bank
+        puts in a message. The gate is configured when the center holds a consent registry
+        (``serve --consents``): consents, budgets and the audit log are re-read per job, so
+        changes apply without a restart.
+        """
+        from jointcredit.scoring.encrypted import SERVICE_BANK_ID, SERVICE_GATE
+
+        services: dict[str, Any] = {SERVICE_BANK_ID: check_bank_name(name)}
+        gate = self.scoring_gate()
+        if gate is not None:
+            services[SERVICE_GATE] = gate
+        return services
+
+    def scoring_gate(self) -> Any:
+        """The center's consent / budget / audit gate, or None without a consent registry."""
+        from jointcredit.scoring.budget import QueryBudget
+        from jointcredit.scoring.consent import ConsentRegistry
+        from jointcredit.scoring.gate import ScoringGate
+
+        workdir = Path(self.config.workdir)
+        if not (workdir / CONSENTS_FILE).exists():
+            return None
+        default, limits = load_budget_limits(workdir / BUDGETS_FILE)
+        budget = QueryBudget(
+            limits, default=default, path=workdir / BUDGET_LEDGER_FILE, audit=self.audit
+        )
+        consents = ConsentRegistry(workdir / CONSENTS_FILE, audit=self.audit)
+        return ScoringGate(consents, budget, self.audit, actor=ACTOR)
+
+    def _run_step(
+        self,
+        name: str,
+        party: CenterParty,
+        channel: CenterChannel,
+        step: dict,
+        setup_error: JointCreditError | None = None,
+    ) -> dict:
         protocol = str(step.get("protocol", ""))
         index = step.get("index")
         outcome: dict[str, Any] = {"index": index, "protocol": protocol}
         start = time.perf_counter()
         try:
+            if setup_error is not None:
+                raise setup_error
             allowed = self.config.allowed_protocols
             if protocol not in registry.protocols() or (
                 allowed is not None and protocol not in allowed
             ):
                 raise DeploymentError(f"protocol {protocol!r} is not served by this credit center")
             center_half = registry.center_side(protocol, party)
-            center_half.run(channel.bind(protocol))
+            try:
+                center_half.run(channel.bind(protocol))
+            except Exception:
+                # Keep what the step finished (e.g. complete trees), so the bank can resume.
+                try:
+                    if checkpoint.keep_center(party, center_half):
+                        self.store.save(name, party)
+                except Exception:  # noqa: BLE001 - the step's own error is the one to report
+                    _log.exception("bank %s: could not keep a checkpoint", name)
+                raise
             outcome["status"] = "ok"
         except PartyUnavailableError:
             raise  # nobody to tell; the job ends here

@@ -53,6 +53,7 @@ from flwr.supercore.inflatable.inflatable_protobuf_utils import (
 )
 from flwr.supercore.inflatable.inflatable_utils import (
     ObjectPullError,
+    ObjectPushError,
     inflate_object_from_contents,
     pull_and_inflate_object_from_tree,
     pull_objects,
@@ -236,7 +237,10 @@ class ClientAppWorker:
         )
         try:
             while (claimed := acquirer.next(stop)) is not None:
-                self._run_task(claimed[0])
+                try:
+                    self._run_task(claimed[0])
+                except Exception:  # noqa: BLE001 - one lost task must not end the bank's service
+                    _log.exception("ClientApp task failed; serving the next one")
         finally:
             acquirer.close()
 
@@ -265,9 +269,14 @@ class ClientAppWorker:
                 details = reason
             push_message(client, reply, context)
             self.handled += 1
-        except (httpx.HTTPError, ObjectPullError, RuntimeError) as exc:
-            _log.error("ClientApp task lost: %s", exc)
-            details = str(exc)
+        except (httpx.HTTPError, ObjectPullError, ObjectPushError, RuntimeError) as exc:
+            # E.g. the reply to a message of a run that was stopped meanwhile: the SuperLink
+            # no longer takes it. Nobody waits for it; the next task is served as usual.
+            _log.warning("ClientApp task lost: %s: %s", type(exc).__name__, exc)
+            status, details = SubStatus.FAILED, str(exc)
+        except BaseException as exc:
+            status, details = SubStatus.FAILED, f"{type(exc).__name__}: {exc}"
+            raise
         finally:
             _push_output(client, context, status, details)
             client.close()
@@ -384,10 +393,13 @@ class ServerAppWorker:
         try:
             while (claimed := acquirer.next(stop)) is not None:
                 token, task_id, run_id = claimed
-                if not self.accept_run(run_id):
-                    self._refuse(token, run_id)
-                    continue
-                self._run_task(token, run_id, stop)
+                try:
+                    if not self.accept_run(run_id):
+                        self._refuse(token, run_id)
+                        continue
+                    self._run_task(token, run_id, stop)
+                except Exception:  # noqa: BLE001 - keep claiming: the service run restarts
+                    _log.exception("ServerApp task of run %s failed", run_id)
         finally:
             acquirer.close()
 
