@@ -13,6 +13,7 @@ import json
 import math
 import pickle
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -168,7 +169,8 @@ def test_backend_primitives_decrypt_to_plaintext_results(variant):
     bank = lin._bank_crypto(backend, degree=degree)
     center = lin._center_crypto(backend, bank.public(), degree=degree)
     if variant == "ckks_prefetch":
-        center.enable_prefetch()
+        center.enable_prefetch()  # the center's masks, encrypted ahead in its worker
+        bank.enable_offload()  # about half of the bank's columns, encrypted in its worker
     try:
         enc_c = center.load_matrix(bank.encrypt_matrix(coeffs, basis=True), n, degree + 1)
         feats = lin._load_features(center, bank.encrypt_features(X_b), n, d_b)
@@ -178,7 +180,9 @@ def test_backend_primitives_decrypt_to_plaintext_results(variant):
         # of them (std ~0.06); Paillier is exact up to the fixed-point rounding
         tol = 0.35 if backend == "ckks" else 1e-3  # basis values are rounded to 2^-16
 
-        for _ in range(2 if variant == "ckks_prefetch" else 1):  # on demand, then prefetched
+        for attempt in range(3 if variant == "ckks_prefetch" else 1):
+            if attempt:
+                time.sleep(1.0)  # lets the worker stock masks: later rounds use them
             wire, secret = center.center_gradient(r, X_c)
             masked = bank.open_masked(wire, d_c)
             # the bank's view is masked: far from the true sums
@@ -189,6 +193,8 @@ def test_backend_primitives_decrypt_to_plaintext_results(variant):
             grad_x, grad_0 = bank.open_bank_gradient(center.bank_gradient(r, feats), X_b)
             np.testing.assert_allclose(grad_x, X_b.T @ r_plain, atol=tol)
             assert grad_0 == pytest.approx(r_plain.sum(), abs=tol)
+        if variant == "ckks_prefetch":
+            assert center._pool.made_by_worker > 0  # the worker's encryptions were used
 
         assert bank.open_total(center.total(enc_c, basis)) == pytest.approx(r_plain.sum(), abs=tol)
 

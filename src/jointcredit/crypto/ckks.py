@@ -197,11 +197,14 @@ def _secure_normal(count: int, std: float) -> np.ndarray:
 
 def serialize_vectors(vectors: Sequence[ts.CKKSVector]) -> bytes:
     """``b"JCKV\\x01" || u32 count || (u32 length || TenSEAL bytes)*``."""
-    parts = [_VEC_MAGIC, struct.pack(">I", len(vectors))]
-    for v in vectors:
-        b = v.serialize()
-        parts.append(struct.pack(">I", len(b)))
-        parts.append(b)
+    return frame_serialized([v.serialize() for v in vectors])
+
+
+def frame_serialized(blobs: Sequence[bytes]) -> bytes:
+    """:func:`serialize_vectors` of vectors already serialized (e.g. by a worker process)."""
+    parts = [_VEC_MAGIC, struct.pack(">I", len(blobs))]
+    for b in blobs:
+        parts += [struct.pack(">I", len(b)), b]
     return b"".join(parts)
 
 

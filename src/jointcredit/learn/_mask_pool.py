@@ -49,50 +49,91 @@ def _encrypt_masks(
     return [float(m) for m in mus], out
 
 
-class MaskEncryptionPool:
-    """One worker process that keeps one batch of mask encryptions ready per request shape.
+def _encrypt_columns(columns: list[list[float]]) -> list[bytes]:
+    import tenseal as ts
 
-    A request shape is ``(scale, count, with_mu)``; the first request of a shape is computed on
-    demand, and each :meth:`take` immediately orders the next batch of the same shape.
+    peer = _WORKER["peer"]
+    return [ts.ckks_vector(peer.context, c).serialize() for c in columns]
+
+
+def start_worker(public: bytes) -> ProcessPoolExecutor:
+    """One worker process holding ``public`` (a public CKKS context: no secret key)."""
+    methods = multiprocessing.get_all_start_methods()
+    # forkserver: no fork of a process that may run gRPC / TenSEAL threads (a Flower worker),
+    # and much cheaper than spawn after the first pool
+    method = "forkserver" if "forkserver" in methods else "spawn"
+    executor = ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context(method),
+        initializer=_worker_init,
+        initargs=(public,),
+    )
+    executor.submit(int)  # start it now: the first real task should not pay the start-up
+    return executor
+
+
+class ColumnEncryptor:
+    """The bank's helper: encrypts some columns of a matrix in a worker process while the
+    caller encrypts the others (each CKKS encryption + serialization costs ~9 ms)."""
+
+    def __init__(self, public: bytes) -> None:
+        self._executor = start_worker(public)
+
+    def submit(self, columns: list[list[float]]) -> Future:
+        return self._executor.submit(_encrypt_columns, columns)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+#: Masks per worker task: small enough that finished ones are usable while others are pending.
+_CHUNK = 4
+
+
+class MaskEncryptionPool:
+    """One worker process that keeps a batch's worth of mask encryptions in stock per kind.
+
+    A kind is ``(scale, with_mu)``. :meth:`take` never blocks on the worker: it uses the
+    encryptions the worker has finished and lets the caller make the rest itself, then orders
+    enough new ones to cover the next request of that size. The worker therefore takes as
+    large a share as it can keep up with, and the main process never idles waiting for it.
     """
 
     def __init__(self, public: bytes, *, slot_mask: float, noise_std: float) -> None:
-        methods = multiprocessing.get_all_start_methods()
-        # forkserver: no fork of a process that may run gRPC / TenSEAL threads (the center's
-        # Flower worker), and much cheaper than spawn after the first pool
-        method = "forkserver" if "forkserver" in methods else "spawn"
-        self._executor = ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context(method),
-            initializer=_worker_init,
-            initargs=(public,),
-        )
+        self._executor = start_worker(public)
         self._slot_mask = float(slot_mask)
         self._noise_std = float(noise_std)
-        self._ready: dict[tuple[float, int, bool], deque[Future]] = {}
-
-    def _order(self, shape: tuple[float, int, bool]) -> Future:
-        scale, count, with_mu = shape
-        return self._executor.submit(
-            _encrypt_masks, scale, count, with_mu, self._slot_mask, self._noise_std
-        )
+        self._pending: dict[tuple[float, bool], deque[Future]] = {}
+        self._stock: dict[tuple[float, bool], list[tuple[float, bytes]]] = {}
+        self.made_by_worker = 0
 
     def take(
         self, context: Any, scale: float, count: int, with_mu: bool
     ) -> list[tuple[float, Any]]:
-        """``count`` fresh ``(mu, vector)`` pairs linked to ``context`` (the center's own)."""
+        """Up to ``count`` ready ``(mu, vector)`` pairs linked to ``context`` (possibly none)."""
         import tenseal as ts
 
-        shape = (float(scale), int(count), bool(with_mu))
-        queue = self._ready.setdefault(shape, deque())
-        future = queue.popleft() if queue else self._order(shape)
-        queue.append(self._order(shape))
-        mus, blobs = future.result()
-        return [(mu, ts.ckks_vector_from(context, b)) for mu, b in zip(mus, blobs, strict=True)]
+        kind = (float(scale), bool(with_mu))
+        pending = self._pending.setdefault(kind, deque())
+        stock = self._stock.setdefault(kind, [])
+        while pending and pending[0].done():
+            mus, blobs = pending.popleft().result()
+            stock.extend(zip(mus, blobs, strict=True))
+        ready, self._stock[kind] = stock[:count], stock[count:]
+        in_stock = len(self._stock[kind]) + _CHUNK * len(pending)
+        for _ in range(max(0, -(-(count - in_stock) // _CHUNK))):
+            pending.append(
+                self._executor.submit(
+                    _encrypt_masks, kind[0], _CHUNK, kind[1], self._slot_mask, self._noise_std
+                )
+            )
+        self.made_by_worker += len(ready)
+        return [(mu, ts.ckks_vector_from(context, b)) for mu, b in ready]
 
     def close(self) -> None:
-        for queue in self._ready.values():
-            for future in queue:
+        for pending in self._pending.values():
+            for future in pending:
                 future.cancel()
-        self._ready.clear()
+        self._pending.clear()
+        self._stock.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)

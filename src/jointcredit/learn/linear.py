@@ -74,8 +74,9 @@ MAX_BATCH_ROWS = 8192
 # scalar mask hiding the center's gradient sums is spread over the slots at up to 2^16 each;
 # both keep every slot well below CKKSParams.max_abs (2^19 for the default parameters).
 _CKKS_SLOT_MASK = 2.0**16
-#: The center encrypts its masks in a worker process when a job needs at least this many fresh
-#: encryptions (~6 ms each); below it the worker's start-up (~1 s) does not pay.
+#: Each party encrypts in a worker process (the center its masks, the bank about half of its
+#: coefficient vectors) when a job needs at least this many encryptions (~9 ms each with
+#: serialization); below it the worker's start-up (~1 s) does not pay.
 PREFETCH_MIN_ENCRYPTIONS = 400
 
 # Paillier fixed point: Chebyshev coefficients, basis values and features.
@@ -272,7 +273,7 @@ class _CkksBank:
 
     def __getstate__(self) -> dict[str, Any]:
         # TenSEAL contexts do not pickle; the owner's own serialization (with its secret key)
-        # stays on the bank's disk
+        # stays on the bank's disk. A worker process is restarted on demand, not pickled.
         return {"owner": self.owner.to_bytes()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -290,12 +291,34 @@ class _CkksBank:
         total = max(1, math.ceil(n / self.slots)) * self.slots
         return np.concatenate([v, np.zeros(total - n)])
 
+    def enable_offload(self) -> None:
+        """Encrypt about half of each coefficient matrix in a worker process (long jobs)."""
+        if getattr(self, "_offload", None) is None:
+            from jointcredit.learn._mask_pool import ColumnEncryptor
+
+            self._offload = ColumnEncryptor(self.public(for_training=False))
+
+    def close(self) -> None:
+        if getattr(self, "_offload", None) is not None:
+            self._offload.close()
+            self._offload = None
+
     def encrypt_matrix(self, M: np.ndarray, *, basis: bool = False) -> bytes:
+        from jointcredit.crypto.ckks import frame_serialized
+
         M = np.asarray(M, dtype=np.float64)
-        vectors = []
-        for j in range(M.shape[1]):
-            vectors.extend(self.owner.encrypt(self._pad(M[:, j])))
-        return self.owner.serialize_vectors(vectors)
+        columns = [self.owner._as_vector(self._pad(M[:, j]), "values") for j in range(M.shape[1])]
+        chunks = [
+            c[i : i + self.slots].tolist() for c in columns for i in range(0, c.size, self.slots)
+        ]
+        offload = getattr(self, "_offload", None)
+        # the worker takes the tail (its result is needed last), the caller the head
+        split = len(chunks) if offload is None or len(chunks) < 4 else (len(chunks) + 1) // 2
+        pending = offload.submit(chunks[split:]) if split < len(chunks) else None
+        blobs = [v.serialize() for c in chunks[:split] for v in self.owner.encrypt(c)]
+        if pending is not None:
+            blobs += pending.result()
+        return frame_serialized(blobs)
 
     def encrypt_features(self, X: np.ndarray) -> bytes:
         return self.encrypt_matrix(X)
@@ -386,9 +409,14 @@ class _CkksCenter:
             self._pool = None
 
     def _fresh(self, scale: float, count: int, with_mu: bool) -> list[tuple[float, Any]]:
-        """``count`` fresh encryptions of ``zero_sum + mu / slots + noise`` and their ``mu``."""
-        if self._pool is not None:
-            return self._pool.take(self.peer.context, scale, count, with_mu)
+        """``count`` fresh encryptions of ``zero_sum + mu / slots + noise`` and their ``mu``:
+        those the worker has ready (if prefetching), the rest made here."""
+        ready = (
+            [] if self._pool is None else self._pool.take(self.peer.context, scale, count, with_mu)
+        )
+        return ready + self._encrypt_masks(scale, count - len(ready), with_mu)
+
+    def _encrypt_masks(self, scale: float, count: int, with_mu: bool) -> list[tuple[float, Any]]:
         import tenseal as ts
 
         mus = _uniform(count, _CKKS_SLOT_MASK * self.slots) if with_mu else np.zeros(count)
@@ -1285,6 +1313,9 @@ class HeteroLRBank:
         options = dict(self.crypto_options)
         options.setdefault("degree", self.hyper["degree"])
         self.crypto = _bank_crypto(self.backend, **options)
+        encryptions = len(batches) * self.hyper["max_epochs"] * (self.hyper["degree"] + 1)
+        if hasattr(self.crypto, "enable_offload") and encryptions >= PREFETCH_MIN_ENCRYPTIONS:
+            self.crypto.enable_offload()
         self.state = "training"
         woe = None
         if self.transform == "woe" and init is None:
@@ -1816,7 +1847,12 @@ class HeteroLogisticRegression:
     def _run(self, session: Any, side: HeteroLRBank) -> None:
         mark = session.transcript.mark()
         start, cpu = time.perf_counter(), _cpu_seconds()
-        session.run(side)
+        try:
+            session.run(side)
+        finally:  # a failed run must not leave the bank's worker process behind
+            crypto = getattr(_current(session, side), "crypto", None)
+            if crypto is not None and hasattr(crypto, "close"):
+                crypto.close()
         seconds = time.perf_counter() - start
         cpu = _cpu_seconds() - cpu
         side = _current(session, side)
