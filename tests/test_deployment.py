@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from jointcredit.data import load_party_table, make_sme_data
@@ -120,6 +121,22 @@ def test_two_banks_on_a_real_deployment(root):
     data.bank.iloc[:300].to_csv(root / "bank_a.csv", index=False)
     data.bank.iloc[220:].sample(frac=1.0, random_state=2).to_csv(root / "bank_b.csv", index=False)
     label = data.label_col
+    # Post-loan monitoring: bank-b's book holds enterprises consented to b and others consented
+    # to a only; the center has a risk event for each of them.
+    center_ids = set(data.center["id"])
+    b_book = [i for i in data.bank.iloc[220:]["id"] if i in center_ids]
+    monitoring = {"bank-b": set(b_book[:20]), "bank-a": set(b_book[20:40])}
+    pd.DataFrame(
+        [
+            (i, bank, "post_loan_monitoring", "2020-01-01", "2099-12-31")
+            for bank, ids in monitoring.items()
+            for i in sorted(ids)
+        ],
+        columns=["id", "bank", "purpose", "granted_at", "expires_at"],
+    ).to_csv(root / "consents.csv", index=False)
+    pd.DataFrame(
+        {"id": b_book[:40], "event_type": "dishonest_debtor_listed", "date": "2025-06-15"}
+    ).to_csv(root / "events.csv", index=False)
     port = deploy.free_port()
     procs = Processes(root)
     t0 = time.monotonic()
@@ -127,7 +144,8 @@ def test_two_banks_on_a_real_deployment(root):
     try:
         serve = procs.start(
             "serve", "serve", "--data", str(root / "center.csv"), "--workdir", str(root / "c"),
-            "--port", str(port), "--hold", "5",
+            "--port", str(port), "--hold", "5", "--consents", str(root / "consents.csv"),
+            "--center-events", str(root / "events.csv"),
         )  # fmt: skip
         _wait_for(lambda: (root / "c" / "run" / "service.json").exists(), 90, "serve", procs)
         assert serve.poll() is None
@@ -236,6 +254,23 @@ def test_two_banks_on_a_real_deployment(root):
         print("echo step re-offered after the hand-over:", reoffered)
         marks["recovered"] = time.monotonic() - t0
 
+        # Bank b monitors its book with the model it trained: flags only for its own consents.
+        model_b = str(Path(trained["b"]["results_dir"]) / "model.pkl")
+        monitored = outcome(
+            "b",
+            run(
+                "b", "--job", "monitor", "--model", model_b, "--book", str(root / "bank_b.csv"),
+                "--as-of", "2025-06-30",
+            ),
+        )  # fmt: skip
+        marks["monitored"] = time.monotonic() - t0
+        _wait_for(
+            lambda: len(list((root / "c" / "banks" / "bank-b" / "jobs").glob("*.json"))) == 3,
+            60,
+            "the center's record of the monitor job",
+            procs,
+        )
+
         # Meanwhile the node nobody registered was refused by the SuperLink; its join exited.
         joiner = {n: p for n, p, _ in procs.procs}["join-x"]
         _wait_for(
@@ -267,11 +302,26 @@ def test_two_banks_on_a_real_deployment(root):
         # The center kept its own model part for this bank, under this bank's name only.
         center_jobs = list((root / "c" / "banks" / f"bank-{name}" / "jobs").glob("*.json"))
         kinds = sorted({json.loads(p.read_text())["kind"] for p in center_jobs})
-        assert kinds == (["align", "echo", "train"] if name == "a" else ["align", "train"])
+        assert kinds == (
+            ["align", "echo", "train"] if name == "a" else ["align", "monitor", "train"]
+        )
     assert aligned["a"]["intersection_size"] != aligned["b"]["intersection_size"]
     assert not (root / "c" / "banks" / "x").exists()
     audit = [json.loads(line) for line in (root / "c" / "governance" / "audit.jsonl").open()]
-    assert sum(e["action"] == "job_finished" for e in audit) == 5
+    assert sum(e["action"] == "job_finished" for e in audit) == 6
+    assert monitored["status"] == "ok", monitored
+    out = Path(monitored["results_dir"])
+    flags = pd.read_csv(out / "events.csv", dtype={"id": str})
+    assert set(flags["id"]) == monitoring["bank-b"]
+    book = pd.read_csv(out / "book.csv", dtype={"id": str})
+    assert set(book["id"]) == monitoring["bank-b"]
+    assert (book["status"] == "red").all()
+    excluded = json.loads((out / "state.json").read_text())["excluded"]
+    assert monitoring["bank-a"] <= {i for i, r in excluded.items() if r == "no_monitoring_consent"}
+    delivered = [e["details"] for e in audit if e["action"] == "risk_events_delivered"]
+    assert [(d["bank"], d["flags"], d["withheld_no_consent"]) for d in delivered] == [
+        ("bank-b", 20, 20)
+    ]
     assert not any(e["action"] == "job_failed" for e in audit)
     # Nothing left running.
     for pid in flower_pids:

@@ -1046,3 +1046,196 @@ def test_unknown_job_and_model_are_named():
         jobs.resolve_estimator("forest")
     with pytest.raises(DataValidationError, match="not installed"):
         jobs.resolve_estimator("no_such_module_" + uuid.uuid4().hex + ":X")
+
+
+# --- post-loan monitoring over the loopback grid ---------------------------------------------
+
+
+def test_monitor_job_gets_events_only_for_its_own_consents(short_tmp, tables):
+    """Two banks with overlapping books run ``monitor`` jobs: each receives risk-event flags and
+    the consent list only for enterprises whose ``post_loan_monitoring`` consent names the bank
+    the center registered for its node. Enterprises in b's book that consented to a only are
+    excluded from b's run and never appear in anything b's node received."""
+    from jointcredit.federation.server_app import import_risk_events
+    from jointcredit.scoring.consent import ConsentRegistry
+
+    center = tables[0]
+    data = make_sme_data(n_enterprises=800, n_bank_customers=200, overlap=0.8, seed=11)
+    bank_a = load_party_table(data.bank.iloc[:130], label_col=data.label_col)
+    bank_b = load_party_table(data.bank.iloc[70:], label_col=data.label_col)
+    fed = Federation(short_tmp, center, {"a": bank_a, "b": bank_b})
+    params = {
+        "model": "secureboost",
+        "hyperparameters": {
+            "n_estimators": 2, "max_depth": 2, "max_bin": 8, "min_child_samples": 5,
+            "backend": "plain", "random_state": 3,
+        },
+    }  # fmt: skip
+    flags_to: dict[int, list] = {101: [], 102: []}
+
+    def record_flags(node_id, message_type, blob):
+        if message_type == transport.ENVELOPE:
+            env = Envelope.from_bytes(blob)
+            if env.protocol == "risk_events" and env.msg_type == "flags":
+                flags_to[node_id].append(codec.unpack(env.payload))
+        return blob
+
+    try:
+        models, aligned = {}, {}
+        for name, table in (("a", bank_a), ("b", bank_b)):
+            trained = fed.run(name, "train", params)
+            assert trained["status"] == "ok", trained
+            models[name] = str(Path(trained["results_dir"]) / "model.pkl")
+            aligned[name] = list(jobs.load_bank_party(fed.bank_dirs[name], table).aligned_ids)
+            book = short_tmp / f"book_{name}.csv"
+            pd.DataFrame({"id": table.ids}).to_csv(book, index=False)  # incl. non-aligned ids
+        shared = sorted(set(aligned["a"]) & set(aligned["b"]))
+        b_only = sorted(set(aligned["b"]) - set(aligned["a"]))
+        a_only_consent = shared[:6]  # in b's book, but consented to bank a only
+        consent = {
+            "a": set(aligned["a"][:30]) | set(shared[:6]),
+            "b": set(b_only[:12] + shared[6:10]),
+        }
+        assert a_only_consent and not set(a_only_consent) & consent["b"]
+        grants = [(i, n) for n in ("a", "b") for i in sorted(consent[n])]
+        # Pre-authorization consents do not count for monitoring.
+        grants_pre = [(i, "b") for i in a_only_consent]
+        pd.DataFrame(
+            {
+                "id": [i for i, _ in grants + grants_pre],
+                "bank": [b for _, b in grants + grants_pre],
+                "purpose": ["post_loan_monitoring"] * len(grants)
+                + ["pre_authorization"] * len(grants_pre),
+                "granted_at": "2020-01-01",
+                "expires_at": "2099-12-31",
+            }
+        ).to_csv(short_tmp / "consents.csv", index=False)
+        ConsentRegistry(fed.center_dir / "governance" / "consents.jsonl").import_csv(
+            short_tmp / "consents.csv"
+        )
+        events = (
+            [(i, "dishonest_debtor_listed", "2025-06-15") for i in shared[:10]]
+            + [(i, "tax_arrears", "2025-06-30") for i in b_only[:12]]
+            + [(i, "enforcement_new", "2025-06-01") for i in aligned["a"][:30]]
+            + [(b_only[0], "enforcement_new", "2025-03-01")]  # before the period
+        )
+        pd.DataFrame(events, columns=["id", "event_type", "date"]).to_csv(
+            short_tmp / "events.csv", index=False
+        )
+        assert import_risk_events(fed.center_dir, events=short_tmp / "events.csv") == len(events)
+
+        fed.grid.tamper = record_flags
+        runs = {}
+        for name in ("a", "b"):
+            job = {"model_file": models[name], "book": str(short_tmp / f"book_{name}.csv")}
+            runs[name] = fed.run(name, "monitor", {**job, "as_of": "2025-06-30"})
+            assert runs[name]["status"] == "ok", runs[name]
+        again = fed.run(
+            "b",
+            "monitor",
+            {**job, "as_of": "2025-07-31", "previous": runs["b"]["job_id"]},
+        )
+        assert again["status"] == "ok", again
+    finally:
+        fed.close()
+
+    in_period = {e[0] for e in events if e[2] >= "2025-06-01"}
+    for name, table in (("a", bank_a), ("b", bank_b)):
+        out = Path(runs[name]["results_dir"])
+        for f in ("book.csv", "events.csv", "bank_feature_stability.csv", "state.json"):
+            assert (out / f).is_file(), f
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["status"] == runs[name]["book_status"]
+        assert summary["events"] == runs[name]["events"]
+        assert sum(summary["status"].values()) == summary["monitored"] > 0
+        got = pd.read_csv(out / "events.csv", dtype={"id": str})
+        assert set(got["id"]) == consent[name] & in_period
+        assert set(got["date"]) <= {"2025-06-01", "2025-06-15", "2025-06-30"}
+        monitored = pd.read_csv(out / "book.csv", dtype={"id": str})
+        assert set(monitored["id"]) == consent[name] & set(aligned[name])
+        assert set(monitored["status"]) <= {"green", "yellow", "red"}
+        flagged = monitored[monitored["id"].isin(set(shared[:10]))]
+        assert len(flagged) and (flagged["status"] == "red").all()
+        assert flagged["reasons"].str.contains("dishonest_debtor_listed").all()
+        excluded = json.loads((out / "state.json").read_text())["excluded"]
+        assert {i for i, r in excluded.items() if r == "not_aligned"} == set(table.ids) - set(
+            aligned[name]
+        )
+        assert {i for i, r in excluded.items() if r == "no_monitoring_consent"} == set(
+            aligned[name]
+        ) - consent[name]
+    assert set(a_only_consent) <= set(json.loads(
+        (Path(runs["b"]["results_dir"]) / "state.json").read_text()
+    )["excluded"])  # fmt: skip
+    # What each node received: its own consents only, never the other bank's.
+    for node, name, other in ((101, "a", "b"), (102, "b", "a")):
+        assert flags_to[node], "no flags message reached the bank"
+        for payload in flags_to[node]:
+            assert set(payload["ids"]) <= consent[name]
+            assert set(payload["consented"]) == consent[name]
+            assert not (set(payload["ids"]) | set(payload["consented"])) & (
+                consent[other] - consent[name]
+            )
+    # The second run compares with the first: grade migration and score stability.
+    second = pd.read_csv(Path(again["results_dir"]) / "book.csv", dtype={"id": str})
+    assert second["grade_previous"].notna().all()
+    assert again["score_stability"]["vs_previous"]["value"] is not None
+    assert again["events"] == {}  # nothing dated in July
+    audit = [json.loads(line) for line in (fed.center_dir / "governance/audit.jsonl").open()]
+    delivered = [e["details"] for e in audit if e["action"] == "risk_events_delivered"]
+
+    def n_flags(name):
+        return sum(1 for i, _, day in events if i in consent[name] and day >= "2025-06-01")
+
+    assert [(d["bank"], d["flags"]) for d in delivered] == [
+        ("a", n_flags("a")),
+        ("b", n_flags("b")),
+        ("b", 0),
+    ]
+
+
+def test_risk_events_import_from_monthly_tables(tmp_path):
+    """``serve --center-previous ... --center-as-of``: the events are those detect_events finds
+    between the center's monthly tables, dated by month end; bad input is refused by field."""
+    from jointcredit.federation.server_app import (
+        RISK_EVENTS_FILE,
+        import_risk_events,
+        read_risk_events,
+    )
+    from jointcredit.monitor.events import detect_events
+
+    ids = ["E1", "E2", "E3"]
+    base = {
+        "id": ids,
+        "enforcement_count_3y": [0, 0, 0],
+        "dishonest_debtor_flag": [0, 0, 0],
+        "consumption_restriction_flag": [0, 0, 0],
+        "tax_arrears_months_12m": [0, 0, 0],
+        "insured_headcount": [10, 10, 10],
+        "electricity_trend_6m": [1.0, 1.0, 1.0],
+    }
+    may = pd.DataFrame(base)
+    june = pd.DataFrame(
+        {**base, "enforcement_count_3y": [0, 2, 0], "dishonest_debtor_flag": [0, 0, 1]}
+    )
+    may.to_csv(tmp_path / "may.csv", index=False)
+    june.to_csv(tmp_path / "june.csv", index=False)
+    n = import_risk_events(
+        tmp_path, previous=[tmp_path / "may.csv"], current=tmp_path / "june.csv", as_of="2025-06-30"
+    )
+    got = read_risk_events(tmp_path / RISK_EVENTS_FILE)
+    want = detect_events([("2025-05-31", may), ("2025-06-30", june)])
+    assert n == len(got) == len(want) == 2
+    assert sorted(zip(got["id"], got["event_type"], got["date"], strict=True)) == [
+        ("E2", "enforcement_new", "2025-06-30"),
+        ("E3", "dishonest_debtor_listed", "2025-06-30"),
+    ]
+    with pytest.raises(DataValidationError) as exc:
+        import_risk_events(tmp_path, previous=[tmp_path / "may.csv"], current=tmp_path / "june.csv")
+    assert exc.value.field == "center_as_of"
+    pd.DataFrame({"id": ["E1"], "event_type": ["bankrupt"], "date": ["2025-06-01"]}).to_csv(
+        tmp_path / "bad.csv", index=False
+    )
+    with pytest.raises(DataValidationError) as exc:
+        import_risk_events(tmp_path, events=tmp_path / "bad.csv")
+    assert exc.value.field == "event_type"

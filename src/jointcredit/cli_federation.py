@@ -8,6 +8,8 @@ turns them into a one-line message and status 2).
 Credit center::
 
     jointcredit serve --data CENTER.csv --workdir DIR [--host 0.0.0.0 --port 9443]
+        [--consents CONSENTS.csv] [--center-events EVENTS.csv | --center-previous PREV.csv ...
+         --center-as-of YYYY-MM-DD]                      # post-loan monitoring
     jointcredit bank register BANK_KEY.pub --name NAME --workdir DIR
     jointcredit bank list --workdir DIR
 
@@ -17,6 +19,8 @@ Bank::
     jointcredit join --server HOST:PORT --ca CA.pem --key BANK_KEY --data BANK.csv --workdir DIR
     jointcredit run --workdir DIR --job align|train|score|echo [--model ...]
     jointcredit run --workdir DIR --job train --resume JOB_ID   # after a disconnect
+    jointcredit run --workdir DIR --job monitor --model MODEL_FILE --book BOOK.csv \
+        --as-of YYYY-MM-DD [--previous JOB_ID|DIR]
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from jointcredit.federation.deploy import CenterDeployment, CenterSettings
 
     _setup_logging(args.verbose)
+    rules = _params(args.event_rules) if args.event_rules else None
     settings = CenterSettings(
         workdir=Path(args.workdir),
         data=Path(args.data),
@@ -86,6 +91,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         plugins=tuple(args.plugin or ()),
         protocols=tuple(args.protocols.split(",")) if args.protocols else None,
         consents=Path(args.consents) if args.consents else None,
+        center_events=Path(args.center_events) if args.center_events else None,
+        center_previous=tuple(Path(p) for p in args.center_previous),
+        center_as_of=args.center_as_of,
+        event_rules=rules,
         control_local_only=not args.control_from_anywhere,
     )
     _interrupt_on_terminate()
@@ -176,13 +185,27 @@ def cmd_join(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import importlib
 
-    from jointcredit.federation.jobs import run_bank_job
+    from jointcredit.federation.jobs import JOB_ID, run_bank_job
 
     _setup_logging(args.verbose)
     for module in args.plugin or ():
         importlib.import_module(module)
     params = _params(args.params)
-    if args.model:
+    if args.job == "monitor":
+        # A monitor job takes a fitted model: --model names its file, like --model-file.
+        model_file = args.model_file or args.model
+        if model_file:
+            params.setdefault("model_file", str(Path(model_file).resolve()))
+        for key in ("book", "previous", "baseline"):
+            value = getattr(args, key)
+            if value:
+                is_job_id = key != "book" and JOB_ID.match(value)
+                params.setdefault(key, value if is_job_id else str(Path(value).resolve()))
+        if args.as_of:
+            params.setdefault("as_of", args.as_of)
+        if args.since:
+            params.setdefault("since", args.since)
+    elif args.model:
         params.setdefault("model", args.model)
     if args.model_file:
         params.setdefault("model_file", args.model_file)
@@ -215,6 +238,21 @@ def add_federation_commands(subparsers: Any) -> None:
     p.add_argument("--id-col", default="id")
     p.add_argument("--id-kind", choices=("uscc", "plain"), default="uscc")
     p.add_argument("--consents", help="consent CSV to import into the governance registry")
+    p.add_argument(
+        "--center-events",
+        help="monitoring: dated risk-event records (id, event_type, date) for the "
+        "post_loan_monitoring flags",
+    )
+    p.add_argument(
+        "--center-previous",
+        action="append",
+        default=[],
+        metavar="CSV",
+        help="monitoring: the center's table at an earlier month end (repeat, oldest first); "
+        "the events are the changes up to --data, dated --center-as-of",
+    )
+    p.add_argument("--center-as-of", help="monitoring: the date of the --data table")
+    p.add_argument("--event-rules", help="monitoring: JSON of EventRules thresholds")
     p.add_argument("--ssl-certfile", type=Path, help="server certificate (default: created)")
     p.add_argument("--ssl-keyfile", type=Path)
     p.add_argument("--ssl-ca-certfile", type=Path)
@@ -272,9 +310,16 @@ def add_federation_commands(subparsers: Any) -> None:
 
     p = subparsers.add_parser("run", help="bank: run a job with the credit center")
     p.add_argument("--workdir", required=True, help="the workdir given to `join`")
-    p.add_argument("--job", required=True, choices=("align", "train", "score", "echo", "protocol"))
-    p.add_argument("--model", help="train: estimator name or module:Class")
-    p.add_argument("--model-file", help="score: model.pkl from a train job")
+    p.add_argument(
+        "--job", required=True, choices=("align", "train", "score", "monitor", "echo", "protocol")
+    )
+    p.add_argument("--model", help="train: estimator name or module:Class; monitor: the model file")
+    p.add_argument("--model-file", help="score, monitor: model.pkl from a train job")
+    p.add_argument("--book", help="monitor: CSV with the ids of the pre-authorized book")
+    p.add_argument("--as-of", help="monitor: monitoring date (YYYY-MM-DD)")
+    p.add_argument("--since", help="monitor: first day of the event period")
+    p.add_argument("--previous", help="monitor: job id or folder of the previous monitor job")
+    p.add_argument("--baseline", help="monitor: job id or folder of the baseline monitor job")
     p.add_argument("--protocol", help="protocol job: registered protocol name")
     p.add_argument("--params", help="job parameters as a JSON object")
     p.add_argument(

@@ -19,7 +19,7 @@ Everything a deployment creates lives under its work directory::
                      state.db (SuperLink)      results/     one directory per job
       banks.json     registered banks          state/       the bank's party state
       banks/NAME/    per-bank center state
-      governance/    audit log, consents
+      governance/    audit log, consents, risk events
       logs/          superlink.log
 
 All processes run in their own process group and are stopped by group; telemetry is off
@@ -490,6 +490,13 @@ class CenterSettings:
     plugins: tuple[str, ...] = ()
     protocols: tuple[str, ...] | None = None
     consents: Path | None = None
+    #: Post-loan monitoring: dated risk-event records (``id, event_type, date``), or the
+    #: center's earlier monthly tables (oldest first) whose changes up to ``data`` (dated
+    #: ``center_as_of``) are the events; ``event_rules``: EventRules thresholds.
+    center_events: Path | None = None
+    center_previous: tuple[Path, ...] = ()
+    center_as_of: str | None = None
+    event_rules: dict[str, Any] | None = None
     extra_hosts: tuple[str, ...] = field(default_factory=tuple)
     #: Control and Runtime APIs answer clients on this host only (see ``guardlink``).
     control_local_only: bool = True
@@ -584,6 +591,17 @@ class CenterDeployment:
             audit = AuditLog(self.workdir / "governance" / "audit.jsonl")
             registry = ConsentRegistry(self.workdir / "governance" / "consents.jsonl", audit=audit)
             registry.import_csv(s.consents, id_col=s.id_col)
+        if s.center_events is not None or s.center_previous:
+            from jointcredit.federation.server_app import CONSENTS_FILE, import_risk_events
+
+            if not (self.workdir / CONSENTS_FILE).exists():
+                # Without consents nothing would ever be delivered: say so now, not per job.
+                raise DataValidationError("consents", "risk events need the monitoring consents")
+            n = import_risk_events(
+                self.workdir, events=s.center_events, previous=s.center_previous,
+                current=s.data, as_of=s.center_as_of, rules=s.event_rules, id_col=s.id_col,
+            )  # fmt: skip
+            _log.info("imported %d risk-event records for post-loan monitoring", n)
         return tls
 
     def start(self) -> CenterDeployment:

@@ -13,6 +13,8 @@ align      ``psi``
 train      ``psi`` (unless ``align=False``), then whatever the estimator's ``fit`` and
            ``predict_proba`` run (e.g. ``secureboost`` ...); metrics on the bank's test split
 score      the fitted model's prediction protocol on the aligned rows; pre-authorization list
+monitor    ``risk_events`` (unless ``events=False``), then the model's prediction protocol on
+           the consented, aligned book: red / yellow / green, migration, stability
 protocol   one registered protocol by name, its bank half built from ``params``
 echo       ``echo``: N round trips of S bytes (latency measurement, no data involved)
 =========  ==================================================================================
@@ -291,6 +293,92 @@ def score_job(session: Any, params: dict, outdir: Path) -> dict:
     }
 
 
+def _load_model_file(model_file: Any) -> Any:
+    """The bank's fitted estimator: a ``model.pkl`` from a train job or a registry folder."""
+    if not model_file or not Path(model_file).exists():
+        raise DataValidationError(
+            "model_file", f"{model_file!r} is not a model file from a train job"
+        )
+    if Path(model_file).is_dir():
+        from jointcredit.monitor.lifecycle import ModelRegistry
+
+        return ModelRegistry(model_file, create=False).load()  # its champion
+    with open(model_file, "rb") as fh:
+        return pickle.load(fh)  # noqa: S301 - the bank's own model file
+
+
+def monitor_job(session: Any, params: dict, outdir: Path) -> dict:
+    """Monitor the pre-authorized book (:func:`~jointcredit.monitor.book.monitor_book`).
+
+    The credit center's half of ``risk_events`` sends flags only for enterprises whose
+    ``post_loan_monitoring`` consent names the bank it registered for the node that asked
+    (whatever the bank claims), and the list of those enterprises; the rest of the book is
+    excluded before re-scoring. Over the deployment the model's center part is the one the
+    center kept from the train job.
+
+    ``params``: ``model_file`` (``model.pkl`` of a train job, or a model registry folder),
+    ``book`` (CSV with the bank's id column), ``as_of`` (date), ``since`` (start of the event
+    period), ``previous`` / ``baseline`` (folder or job id of an earlier monitor job),
+    ``policy`` (JSON of a PreAuthorizationPolicy), ``rules`` (WarningRules as a dict),
+    ``events`` (True: fetch flags and apply the consent list), ``align`` (False: PSI first).
+    Writes what ``jointcredit monitor`` writes (``book.csv``: status with reasons, score,
+    grade and migration per enterprise; ``events.csv``; ``bank_feature_stability.csv``;
+    ``state.json``, the reference for the next run) plus ``summary.json``.
+    """
+    from jointcredit.monitor.book import MonitorRun, monitor_book
+    from jointcredit.monitor.warnings import WarningRules
+    from jointcredit.scoring.policy import PreAuthorizationPolicy
+
+    _write_json(outdir / JOB_FILE, {"kind": "monitor", "params": params})
+    estimator = _load_model_file(params.get("model_file"))
+    book_file, as_of = params.get("book"), params.get("as_of")
+    if not book_file or not Path(book_file).is_file():
+        raise DataValidationError("book", f"{book_file!r} is not a CSV of the book's ids")
+    if not as_of:
+        raise DataValidationError("as_of", "a monitor job needs the monitoring date")
+    id_col = session.bank.table.schema.id_col
+    try:
+        book = pd.read_csv(book_file, dtype=str, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataValidationError("book", f"{book_file}: not a readable CSV ({exc})") from None
+    column = id_col if id_col in book.columns else "id"
+    if column not in book.columns:
+        raise DataValidationError("book", f"{book_file}: no {id_col!r} column")
+
+    def earlier(key: str) -> MonitorRun | None:
+        ref = params.get(key)
+        if not ref:
+            return None
+        path = outdir.parent / ref if JOB_ID.match(str(ref)) else Path(ref)
+        return MonitorRun.load(path)
+
+    fetch = bool(params.get("events", True))
+    result: dict[str, Any] = {}
+    if params.get("align", False):
+        result.update(align_job(session, {"reveal_to": "both"}, outdir))
+    run = monitor_book(
+        session,
+        estimator,
+        book[column].tolist(),
+        as_of=as_of,
+        since=params.get("since"),
+        policy=PreAuthorizationPolicy.load(params["policy"]) if params.get("policy") else None,
+        rules=WarningRules.from_dict(params["rules"]) if params.get("rules") else None,
+        previous=earlier("previous"),
+        baseline=earlier("baseline"),
+        fetch_events=fetch,
+        require_consent=fetch,
+    )
+    run.save(outdir)
+    summary = run.summary()
+    _write_json(outdir / "summary.json", summary)
+    result.update(summary)
+    # "status" is the job's own (ok / failed): the book's red / yellow / green counts go here.
+    result["book_status"] = result.pop("status")
+    result["book"] = int(len(book))
+    return result
+
+
 def protocol_job(session: Any, params: dict, outdir: Path) -> dict:
     """Run one registered protocol; its bank half is built from ``params['params']``."""
     name = params.get("protocol")
@@ -323,6 +411,7 @@ JOBS: dict[str, Job] = {
     "align": align_job,
     "train": train_job,
     "score": score_job,
+    "monitor": monitor_job,
     "protocol": protocol_job,
     "echo": echo_job,
 }

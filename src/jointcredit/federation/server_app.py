@@ -77,6 +77,9 @@ CONSENTS_FILE = "governance/consents.jsonl"
 #: "banks": {NAME: {...}}}``; without the file every bank gets the default limits.
 BUDGETS_FILE = "governance/budgets.json"
 BUDGET_LEDGER_FILE = "governance/budget_ledger.jsonl"
+#: The center's dated risk-event records (``id, event_type, date``) for post-loan monitoring,
+#: written by ``serve --center-events / --center-previous`` (:func:`import_risk_events`).
+RISK_EVENTS_FILE = "governance/risk_events.csv"
 ACTOR = "credit_center"
 
 
@@ -197,6 +200,88 @@ def load_budget_limits(path: Path) -> tuple[Any, dict[str, Any]]:
         None if default is None else BudgetLimits.from_dict(default),
         {check_bank_name(b): BudgetLimits.from_dict(v) for b, v in raw.get("banks", {}).items()},
     )
+
+
+def _read_id_frame(path: str | Path, id_col: str, what: str) -> Any:
+    """A center CSV with its id column normalised and renamed ``id``."""
+    import pandas as pd
+
+    from jointcredit.data.uscc import normalize_ids
+
+    try:
+        frame = pd.read_csv(path, dtype={id_col: str}, encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataValidationError(what, f"{path}: file not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataValidationError(what, f"{path}: not a readable CSV ({exc})") from None
+    if id_col not in frame.columns:
+        raise DataValidationError(what, f"{path}: no {id_col!r} column")
+    ids = normalize_ids(frame[id_col].to_numpy(dtype=object))
+    return frame.drop(columns=[id_col]).assign(id=ids)
+
+
+def read_risk_events(path: str | Path) -> Any:
+    """The center's event records (``id, event_type, date``) as written by
+    :func:`import_risk_events`; :class:`~jointcredit.monitor.events.CenterMonitor` validates
+    them."""
+    return _read_id_frame(path, "id", "center_events")
+
+
+def import_risk_events(
+    workdir: str | Path,
+    *,
+    events: str | Path | None = None,
+    previous: Iterable[str | Path] = (),
+    current: str | Path | None = None,
+    as_of: str | None = None,
+    rules: dict[str, Any] | None = None,
+    id_col: str = "id",
+) -> int:
+    """Write the center's risk-event records for post-loan monitoring; returns their number.
+
+    Either dated records (``events``: CSV ``id, event_type, date``) or the events detected
+    (:func:`~jointcredit.monitor.events.detect_events`) between the center's monthly tables:
+    ``previous`` (oldest first, one month apart) and ``current`` (the table dated ``as_of``;
+    the earlier ones count back in month ends). Runs at the center, on its own data; banks only
+    ever receive flags through the ``risk_events`` protocol, filtered by their consent.
+    """
+    import pandas as pd
+
+    from jointcredit.monitor.events import EVENT_COLUMNS, CenterMonitor, EventRules, detect_events
+    from jointcredit.scoring.consent import ConsentRegistry
+
+    previous = [Path(p) for p in previous]
+    if events is not None and previous:
+        raise DataValidationError(
+            "center_events", "give dated event records or previous monthly tables, not both"
+        )
+    if events is not None:
+        frame = _read_id_frame(events, id_col, "center_events")
+    elif previous:
+        if current is None or not as_of:
+            raise DataValidationError(
+                "center_as_of", "events from monthly tables need the date of the current table"
+            )
+        day = pd.Timestamp(as_of).normalize()
+        tables = [_read_id_frame(p, id_col, "center_previous") for p in previous]
+        tables.append(_read_id_frame(current, id_col, "data"))
+        dates = [day - pd.offsets.MonthEnd(len(tables) - 1 - i) for i in range(len(tables))]
+        dates[-1] = day
+        rule = EventRules.from_dict(rules) if rules else None
+        frame = detect_events(list(zip(dates, tables, strict=True)), rule)
+    else:
+        raise DataValidationError("center_events", "nothing to import")
+    # Validate now (types, dates) rather than at a bank's first monitoring job.
+    checked = CenterMonitor(
+        bank_id="import", consents=ConsentRegistry(None), events=frame[list(EVENT_COLUMNS)]
+    ).events
+    path = Path(workdir) / RISK_EVENTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    out = checked.assign(date=pd.to_datetime(checked["date"]).dt.strftime("%Y-%m-%d"))
+    out.to_csv(tmp, index=False, lineterminator="\n")
+    tmp.replace(path)
+    return int(len(out))
 
 
 # --- per-bank state at the center ------------------------------------------------------------
@@ -509,7 +594,8 @@ class CenterService:
         consent filter and the query budget of the scoring gate use it, never a name a bank
         puts in a message. The gate is configured when the center holds a consent registry
         (``serve --consents``): consents, budgets and the audit log are re-read per job, so
-        changes apply without a restart.
+        changes apply without a restart. So is post-loan monitoring (:meth:`center_monitor`),
+        whose consent check uses the same name.
         """
         from jointcredit.scoring.encrypted import SERVICE_BANK_ID, SERVICE_GATE
 
@@ -517,7 +603,34 @@ class CenterService:
         gate = self.scoring_gate()
         if gate is not None:
             services[SERVICE_GATE] = gate
+        monitor = self.center_monitor(name)
+        if monitor is not None:
+            from jointcredit.monitor.events import SERVICE_KEY
+
+            services[SERVICE_KEY] = monitor
         return services
+
+    def center_monitor(self, name: str) -> Any:
+        """Post-loan monitoring for bank ``name`` (the authenticated one), or None.
+
+        Configured when the center holds a consent registry: the ``risk_events`` protocol then
+        sends this bank the flags of :data:`RISK_EVENTS_FILE` only for enterprises whose
+        ``post_loan_monitoring`` consent names this bank. Re-read per job, like the gate.
+        """
+        from jointcredit.monitor.events import CenterMonitor
+        from jointcredit.scoring.consent import ConsentRegistry
+
+        workdir = Path(self.config.workdir)
+        if not (workdir / CONSENTS_FILE).exists():
+            return None
+        consents = ConsentRegistry(workdir / CONSENTS_FILE, audit=self.audit)
+        kwargs: dict[str, Any] = {}
+        if (workdir / RISK_EVENTS_FILE).exists():
+            kwargs["events"] = read_risk_events(workdir / RISK_EVENTS_FILE)
+        return CenterMonitor(
+            bank_id=check_bank_name(name), consents=consents, audit=self.audit, actor=ACTOR,
+            **kwargs,
+        )  # fmt: skip
 
     def scoring_gate(self) -> Any:
         """The center's consent / budget / audit gate, or None without a consent registry."""
