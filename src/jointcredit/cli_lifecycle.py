@@ -86,21 +86,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def _read_ids_csv(path: str, id_col: str, what: str) -> Any:
-    import pandas as pd
+    from jointcredit.data.loaders import read_id_frame
 
-    from jointcredit.data.uscc import normalize_ids
-    from jointcredit.errors import DataValidationError
-
-    try:
-        frame = pd.read_csv(path, dtype={id_col: str})
-    except FileNotFoundError:
-        raise DataValidationError(what, f"{path}: file not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataValidationError(what, f"{path}: not a readable CSV ({exc})") from None
-    if id_col not in frame.columns:
-        raise DataValidationError(what, f"{path}: no {id_col!r} column")
-    ids = normalize_ids(frame[id_col].to_numpy(dtype=object))
-    return frame.drop(columns=[id_col]).assign(id=ids)
+    return read_id_frame(path, id_col, what)
 
 
 def _center_monitor(args: argparse.Namespace, out: Path) -> Any:

@@ -26,7 +26,6 @@ Security: IND-CPA under the p-subgroup assumption; a 2048-bit ``n = p^2 q`` is r
 from __future__ import annotations
 
 import hashlib
-import math
 import multiprocessing
 import os
 import struct
@@ -48,6 +47,9 @@ from jointcredit.crypto.paillier import (
     DEFAULT_EXPONENT_BITS,
     MIN_EXPONENT_BITS,
     _build_rows,
+    _check_packed_count,
+    _horner,
+    _split_slots,
 )
 from jointcredit.errors import EncodingOverflowError, KeyPolicyError, MalformedMessageError
 
@@ -639,17 +641,7 @@ def slots_per_ciphertext(public_key: OUPublicKey, slot_bits: int) -> int:
 
 def compress(public_key: OUPublicKey, cts: Sequence[mpz], slot_bits: int) -> list[mpz]:
     """Horner packing, first value in the most significant slot (as the Paillier version)."""
-    per = slots_per_ciphertext(public_key, slot_bits)
-    n = public_key.n
-    shift = mpz(1) << slot_bits
-    out = []
-    for start in range(0, len(cts), per):
-        group = cts[start : start + per]
-        acc = mpz(group[0])
-        for c in group[1:]:
-            acc = gmpy2.powmod(acc, shift, n) * c % n
-        out.append(acc)
-    return out
+    return _horner(cts, slot_bits, slots_per_ciphertext(public_key, slot_bits), public_key.n)
 
 
 def decompress_ints(
@@ -662,21 +654,5 @@ def decompress_ints(
         EncodingOverflowError: a packed plaintext is wider than its slots.
     """
     per = slots_per_ciphertext(private_key.public_key, slot_bits)
-    expected = math.ceil(count / per) if count else 0
-    if len(packed_cts) != expected:
-        raise ValueError(
-            f"packed_cts: {count} values of {slot_bits} bits need {expected} ciphertexts, "
-            f"got {len(packed_cts)}"
-        )
-    mask = (1 << slot_bits) - 1
-    out: list[int] = []
-    plain = private_key.decrypt_ints(packed_cts, n_jobs=2)
-    for i, m in enumerate(plain):
-        k = min(per, count - i * per)
-        if m.bit_length() > k * slot_bits:
-            raise EncodingOverflowError(
-                f"packed_cts[{i}]: plaintext has {m.bit_length()} bits, more than {k} slots of "
-                f"{slot_bits} bits (a slot value was negative or overflowed)"
-            )
-        out.extend((m >> (slot_bits * (k - 1 - j))) & mask for j in range(k))
-    return out
+    _check_packed_count(len(packed_cts), per, slot_bits, count)
+    return _split_slots(private_key.decrypt_ints(packed_cts, n_jobs=2), slot_bits, per, count)

@@ -861,17 +861,45 @@ def compress(public_key: PaillierPublicKey, cts: Sequence[mpz], slot_bits: int) 
     Outputs are deterministic functions of the inputs: re-randomize
     (:meth:`FastEncryptor.rerandomize`) before sending.
     """
-    per = slots_per_ciphertext(public_key, slot_bits)
-    nsq = public_key.nsquare
+    return _horner(cts, slot_bits, slots_per_ciphertext(public_key, slot_bits), public_key.nsquare)
+
+
+def _horner(cts: Sequence[Any], slot_bits: int, per: int, mod: Any) -> list[mpz]:
+    """Groups of ``per`` ciphertexts packed as ``c <- c^(2^slot_bits) * c_i mod mod`` (any
+    additive scheme whose ciphertexts multiply mod ``mod``)."""
     shift = mpz(1) << slot_bits
     out = []
     for start in range(0, len(cts), per):
         group = cts[start : start + per]
         acc = mpz(group[0])
         for c in group[1:]:
-            acc = gmpy2.powmod(acc, shift, nsq) * c % nsq
+            acc = gmpy2.powmod(acc, shift, mod) * c % mod
         out.append(acc)
     return out
+
+
+def _split_slots(plaintexts: Sequence[int], slot_bits: int, per: int, count: int) -> list[int]:
+    """Inverse of :func:`_horner` on the decrypted values, with the overflow check."""
+    mask = (1 << slot_bits) - 1
+    out: list[int] = []
+    for i, m in enumerate(plaintexts):
+        k = min(per, count - i * per)
+        if m.bit_length() > k * slot_bits:
+            raise EncodingOverflowError(
+                f"packed_cts[{i}]: plaintext has {m.bit_length()} bits, more than {k} slots of "
+                f"{slot_bits} bits (a slot value was negative or overflowed)"
+            )
+        out.extend((m >> (slot_bits * (k - 1 - j))) & mask for j in range(k))
+    return out
+
+
+def _check_packed_count(n_packed: int, per: int, slot_bits: int, count: int) -> None:
+    expected = math.ceil(count / per) if count else 0
+    if n_packed != expected:
+        raise ValueError(
+            f"packed_cts: {count} values of {slot_bits} bits need {expected} ciphertexts, "
+            f"got {n_packed}"
+        )
 
 
 def decompress_ints(
@@ -885,21 +913,6 @@ def decompress_ints(
             was negative or the top slot overflowed); not every bad slot is detectable.
     """
     per = slots_per_ciphertext(private_key.public_key, slot_bits)
-    expected = math.ceil(count / per) if count else 0
-    if len(packed_cts) != expected:
-        raise ValueError(
-            f"packed_cts: {count} values of {slot_bits} bits need {expected} ciphertexts, "
-            f"got {len(packed_cts)}"
-        )
-    mask = (1 << slot_bits) - 1
-    out: list[int] = []
-    for i, c in enumerate(packed_cts):
-        k = min(per, count - i * per)
-        m = private_key.raw_decrypt(c)
-        if m.bit_length() > k * slot_bits:
-            raise EncodingOverflowError(
-                f"packed_cts[{i}]: plaintext has {m.bit_length()} bits, more than {k} slots of "
-                f"{slot_bits} bits (a slot value was negative or overflowed)"
-            )
-        out.extend((m >> (slot_bits * (k - 1 - j))) & mask for j in range(k))
-    return out
+    _check_packed_count(len(packed_cts), per, slot_bits, count)
+    plain = [private_key.raw_decrypt(c) for c in packed_cts]
+    return _split_slots(plain, slot_bits, per, count)

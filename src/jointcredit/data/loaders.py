@@ -100,6 +100,22 @@ def load_party_table(
 # --- reading ----------------------------------------------------------------------------------
 
 
+def read_id_frame(path: str | os.PathLike[str], id_col: str, what: str) -> pd.DataFrame:
+    """A CSV keyed by enterprise id (a book, event records, a monthly snapshot), with its id
+    column normalised and renamed ``id``; unreadable input is a ``DataValidationError`` naming
+    ``what``."""
+    try:
+        frame = pd.read_csv(path, dtype={id_col: str}, encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataValidationError(what, f"{path}: file not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataValidationError(what, f"{path}: not a readable CSV ({exc})") from None
+    if id_col not in frame.columns:
+        raise DataValidationError(what, f"{path}: no {id_col!r} column")
+    ids = normalize_ids(frame[id_col].to_numpy(dtype=object))
+    return frame.drop(columns=[id_col]).assign(id=ids)
+
+
 def _read(source: str | os.PathLike[str] | pd.DataFrame, id_col: str) -> pd.DataFrame:
     if isinstance(source, pd.DataFrame):
         if not all(isinstance(c, str) for c in source.columns):

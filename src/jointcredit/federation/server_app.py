@@ -38,6 +38,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from jointcredit.data import PartyTable, load_party_table
+from jointcredit.data.loaders import read_id_frame
 from jointcredit.errors import (
     DataValidationError,
     DeploymentError,
@@ -202,29 +203,11 @@ def load_budget_limits(path: Path) -> tuple[Any, dict[str, Any]]:
     )
 
 
-def _read_id_frame(path: str | Path, id_col: str, what: str) -> Any:
-    """A center CSV with its id column normalised and renamed ``id``."""
-    import pandas as pd
-
-    from jointcredit.data.uscc import normalize_ids
-
-    try:
-        frame = pd.read_csv(path, dtype={id_col: str}, encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataValidationError(what, f"{path}: file not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataValidationError(what, f"{path}: not a readable CSV ({exc})") from None
-    if id_col not in frame.columns:
-        raise DataValidationError(what, f"{path}: no {id_col!r} column")
-    ids = normalize_ids(frame[id_col].to_numpy(dtype=object))
-    return frame.drop(columns=[id_col]).assign(id=ids)
-
-
 def read_risk_events(path: str | Path) -> Any:
     """The center's event records (``id, event_type, date``) as written by
     :func:`import_risk_events`; :class:`~jointcredit.monitor.events.CenterMonitor` validates
     them."""
-    return _read_id_frame(path, "id", "center_events")
+    return read_id_frame(path, "id", "center_events")
 
 
 def import_risk_events(
@@ -256,15 +239,15 @@ def import_risk_events(
             "center_events", "give dated event records or previous monthly tables, not both"
         )
     if events is not None:
-        frame = _read_id_frame(events, id_col, "center_events")
+        frame = read_id_frame(events, id_col, "center_events")
     elif previous:
         if current is None or not as_of:
             raise DataValidationError(
                 "center_as_of", "events from monthly tables need the date of the current table"
             )
         day = pd.Timestamp(as_of).normalize()
-        tables = [_read_id_frame(p, id_col, "center_previous") for p in previous]
-        tables.append(_read_id_frame(current, id_col, "data"))
+        tables = [read_id_frame(p, id_col, "center_previous") for p in previous]
+        tables.append(read_id_frame(current, id_col, "data"))
         dates = [day - pd.offsets.MonthEnd(len(tables) - 1 - i) for i in range(len(tables))]
         dates[-1] = day
         rule = EventRules.from_dict(rules) if rules else None

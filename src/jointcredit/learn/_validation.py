@@ -6,12 +6,12 @@ come up in all of them, and one definition keeps their messages and edge cases i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from jointcredit.errors import DataValidationError, MalformedMessageError
+from jointcredit.errors import DataValidationError
+from jointcredit.protocol.fields import require_fields  # noqa: F401 (re-exported)
 
 __all__ = ["check_rows", "require_fields"]
 
@@ -38,17 +38,3 @@ def check_rows(rows: Any, n_aligned: int, field: str = "rows") -> np.ndarray:
     if np.unique(arr).size != arr.size:
         raise DataValidationError(field, "row positions must not repeat")
     return arr
-
-
-def require_fields(payload: Any, where: str, keys: Sequence[str]) -> dict:
-    """``payload`` if it is a dict holding every key of ``keys``; else a malformed-message error.
-
-    Extra keys are allowed, so a newer peer can add optional fields without breaking an older
-    one; the caller validates each value it reads.
-    """
-    if not isinstance(payload, dict):
-        raise MalformedMessageError(f"{where}: payload must be a dict")
-    missing = [k for k in keys if k not in payload]
-    if missing:
-        raise MalformedMessageError(f"{where}: missing field(s) {missing}")
-    return payload

@@ -68,6 +68,7 @@ from jointcredit.errors import (
 )
 from jointcredit.parties import BankParty, CenterParty
 from jointcredit.protocol import registry
+from jointcredit.protocol.fields import require_fields
 from jointcredit.protocol.session import ProtocolChannel
 
 PROTOCOL = "psi"
@@ -496,11 +497,7 @@ def _peer_error(field: str, what: str, positions: list[int], total: int) -> Inva
 
 
 def _require(payload: object, where: str, keys: Sequence[str]) -> dict:
-    if not isinstance(payload, dict):
-        raise MalformedMessageError(f"{where}: expected a dict payload")
-    missing = [k for k in keys if k not in payload]
-    if missing:
-        raise MalformedMessageError(f"{where}: missing field(s) {missing}")
+    payload = require_fields(payload, where, keys)
     if payload.get("version") != VERSION and "version" in keys:
         raise ProtocolError(f"{where}: psi version {payload.get('version')!r}, expected {VERSION}")
     return payload

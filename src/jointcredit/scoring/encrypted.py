@@ -69,6 +69,7 @@ from jointcredit.errors import (
 )
 from jointcredit.parties import BankParty, CenterParty
 from jointcredit.protocol import registry
+from jointcredit.protocol.fields import require_fields
 from jointcredit.protocol.session import ProtocolChannel
 
 __all__ = [
@@ -822,13 +823,7 @@ def _owner(backend: str, params: CKKSParams | None, n_jobs: int) -> _PlainOwner 
 # ============================================================================================
 
 
-def _require(payload: Any, where: str, keys: Sequence[str]) -> dict:
-    if not isinstance(payload, dict):
-        raise MalformedMessageError(f"{where}: expected a dict")
-    missing = [k for k in keys if k not in payload]
-    if missing:
-        raise MalformedMessageError(f"{where}: missing field(s) {missing}")
-    return payload
+_require = require_fields
 
 
 def _rows(value: Any, n_aligned: int, where: str) -> np.ndarray:
