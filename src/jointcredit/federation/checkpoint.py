@@ -23,10 +23,16 @@ Protocol ``resume`` (one round trip after the session's)::
     center -> bank  agreed    {n_trees, parent_id}     min(bank's, center's); the center keeps
     bank -> center  agreed.ok {}                       its part of those trees as parent_id
 
+Hetero logistic regression and the scorecard resume the same way by *epochs*: each party keeps
+its coefficients after every finished epoch (the center in its party state, the bank in the job
+directory), the ``resume`` protocol agrees on the last epoch both finished, and training goes on
+from those coefficients with the remaining epochs. Adam's moment estimates are not kept (the
+warm start begins a fresh optimiser), so a resumed LR model is close to, not equal to, the
+uninterrupted one; finished epochs are still never trained again.
+
 Which attributes of a protocol's halves hold the finished work is protocol knowledge; it lives
-here, in one adapter per protocol (:data:`SECUREBOOST`), not in the Flower layer. SecureBoost
-is the only protocol with checkpoints so far: hetero logistic regression restarts its optimiser
-state on a warm start, so resuming it would not reproduce the uninterrupted run.
+here, in one adapter per protocol (:data:`SECUREBOOST`, :data:`HETERO_LR`), not in the Flower
+layer.
 """
 
 from __future__ import annotations
@@ -51,11 +57,14 @@ from jointcredit.protocol.session import ProtocolChannel
 
 PROTOCOL = "resume"
 SECUREBOOST = "secureboost"
+HETERO_LR = "hetero_lr"
 CHECKPOINT_DIR = "checkpoint"
 BANK_MODEL_FILE = "secureboost_bank.json"
+BANK_LR_FILE = "hetero_lr_bank.json"
 INFO_FILE = "checkpoint.json"
 _CENTER_KEY = "checkpoint/{}"
 _MODEL_ID = re.compile(r"^[0-9a-f]{32}$")
+_LR_MODEL_ID = re.compile(r"^lr-[0-9a-f]{12}$")
 
 _log = logging.getLogger(__name__)
 
@@ -73,11 +82,14 @@ def parent_id(model_id: str, n_trees: int) -> str:
 
 
 def keep_center(party: CenterParty, center_half: Any) -> int:
-    """After a failed step: keep the center's part of its completed trees. Returns their count.
+    """After a failed step: keep the center's part of its completed trees (SecureBoost) or its
+    coefficients after each finished epoch (hetero LR). Returns how many trees / epochs.
 
     A tree is complete at the center once the bank's reply to its last level arrived; the
     tree being grown when the step failed (the highest index) is dropped.
     """
+    if getattr(center_half, "protocol", None) == HETERO_LR:
+        return _keep_center_lr(party, center_half)
     if getattr(center_half, "protocol", None) != SECUREBOOST:
         return 0
     from jointcredit.learn.boosting import CenterBoostPart
@@ -99,8 +111,26 @@ def keep_center(party: CenterParty, center_half: Any) -> int:
     return growing
 
 
+def _keep_center_lr(party: CenterParty, center_half: Any) -> int:
+    progress = getattr(center_half, "progress", None)
+    if not isinstance(progress, dict) or not progress.get("coefs"):
+        return 0
+    model_id = progress["model_id"]
+    if not isinstance(model_id, str) or not _LR_MODEL_ID.match(model_id):
+        return 0
+    kept = {**progress, "kind": "hetero_lr_checkpoint",
+            "coefs": [[float(v) for v in c] for c in progress["coefs"]]}  # fmt: skip
+    party.model_parts[center_key(model_id)] = kept
+    last = int(progress["first_epoch"]) + len(kept["coefs"]) - 1
+    _log.info("kept the center's coefficients up to epoch %d of model %s", last, model_id)
+    return last
+
+
 def keep_bank(directory: Path, side: Any) -> int:
-    """After a failed step: write the bank's part of its committed trees. Returns their count."""
+    """After a failed step: write the bank's part of its committed trees (SecureBoost) or its
+    coefficients after each finished epoch (hetero LR). Returns how many trees / epochs."""
+    if getattr(side, "protocol", None) == HETERO_LR:
+        return _keep_bank_lr(directory, side)
     if getattr(side, "protocol", None) != SECUREBOOST or getattr(side, "state", None) != "training":
         return 0
     from jointcredit.learn.boosting import BankBoostModel
@@ -118,6 +148,32 @@ def keep_bank(directory: Path, side: Any) -> int:
     (directory / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     _log.warning("kept %d finished trees of model %s in %s", len(trees), side.model_id, directory)
     return len(trees)
+
+
+def _keep_bank_lr(directory: Path, side: Any) -> int:
+    from jointcredit.learn.linear import _epochs_before, bank_lr_model
+
+    snapshots = list(getattr(side, "snapshots", []) or [])
+    if getattr(side, "state", None) != "training" or not snapshots:
+        return 0
+    warm = side.init_model is not None
+    first = _epochs_before(side.init_model) + int(not warm)
+    base = bank_lr_model(
+        "", side.model_id, side.backend, side.transform, side.bank_feature_names, [], 0.0,
+        side.center_feature_names, side.prep,
+    )  # fmt: skip
+    checkpoint = {
+        **{k: v for k, v in base.items() if k not in ("coef", "intercept", "estimator")},
+        "first_epoch": first,
+        "snapshots": [[float(s[0]), *[float(v) for v in side.A @ s[1:]]] for s in snapshots],
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / BANK_LR_FILE).write_text(json.dumps(checkpoint) + "\n", encoding="utf-8")
+    last = first + len(snapshots) - 1
+    info = {"protocol": HETERO_LR, "model_id": side.model_id, "n_epochs": last}
+    (directory / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    _log.warning("kept epochs up to %d of model %s in %s", last, side.model_id, directory)
+    return last
 
 
 def load_bank(directory: str | os.PathLike) -> Any:
@@ -145,8 +201,10 @@ class ResumeCenter:
         from jointcredit.learn.boosting import CenterBoostPart
 
         ask = channel.request("start")
+        if isinstance(ask, dict) and ask.get("kind") == HETERO_LR:
+            return self._run_lr(channel, ask)
         if not isinstance(ask, dict) or ask.get("kind") != SECUREBOOST:
-            raise MalformedMessageError("resume/start.ok: only secureboost jobs resume")
+            raise MalformedMessageError("resume/start.ok: only secureboost and hetero_lr resume")
         model_id, n_bank = ask.get("model_id"), ask.get("n_trees")
         if not isinstance(model_id, str) or not _MODEL_ID.match(model_id):
             raise MalformedMessageError("resume/start.ok: model_id must be 32 hex digits")
@@ -165,28 +223,60 @@ class ResumeCenter:
         channel.request("agreed", {"n_trees": n, "parent_id": parent})
         return parent
 
+    def _run_lr(self, channel: ProtocolChannel, ask: dict) -> str:
+        from jointcredit.learn.linear import center_lr_part
+
+        model_id, n_bank = ask.get("model_id"), ask.get("n_epochs")
+        if not isinstance(model_id, str) or not _LR_MODEL_ID.match(model_id):
+            raise MalformedMessageError("resume/start.ok: not a hetero LR model id")
+        if isinstance(n_bank, bool) or not isinstance(n_bank, int) or n_bank < 1:
+            raise MalformedMessageError("resume/start.ok: n_epochs must be a positive integer")
+        kept = self.center.model_parts.get(center_key(model_id))
+        if not isinstance(kept, dict) or kept.get("kind") != "hetero_lr_checkpoint":
+            raise ProtocolError(f"resume: no checkpoint of model {model_id} at the credit center")
+        first = int(kept["first_epoch"])
+        n = min(n_bank, first + len(kept["coefs"]) - 1)
+        if n < first:
+            raise ProtocolError(f"resume: the credit center kept no epoch {n} of {model_id}")
+        parent = parent_id(model_id, n)
+        part = center_lr_part(
+            parent, kept["transform"], kept["features"], kept["prep"],
+            kept["coefs"][n - first], kept.get("points_factor"),
+        )  # fmt: skip
+        part["epochs"] = n
+        self.center.model_parts[parent] = part
+        channel.request("agreed", {"n_epochs": n, "parent_id": parent})
+        return parent
+
 
 class ResumeBank:
     """Offers the bank's checkpoint; learns how many of its trees the center also finished."""
 
     protocol = PROTOCOL
 
-    def __init__(self, bank: BankParty, *, model_id: str, n_trees: int) -> None:
+    def __init__(
+        self, bank: BankParty, *, model_id: str, n_trees: int, kind: str = SECUREBOOST
+    ) -> None:
         self.bank = bank
         self.model_id = model_id
-        self.offered = int(n_trees)
+        self.kind = kind
+        self.offered = int(n_trees)  # trees (SecureBoost) or epochs (hetero LR)
         self.n_trees: int | None = None
         self.parent_id: str | None = None
 
+    @property
+    def _unit(self) -> str:
+        return "n_epochs" if self.kind == HETERO_LR else "n_trees"
+
     def handle(self, msg_type: str, payload: Any) -> Any:
         if msg_type == "start" and self.n_trees is None:
-            return {"kind": SECUREBOOST, "model_id": self.model_id, "n_trees": self.offered}
+            return {"kind": self.kind, "model_id": self.model_id, self._unit: self.offered}
         if msg_type == "agreed" and self.n_trees is None:
             if not isinstance(payload, dict):
                 raise MalformedMessageError("resume/agreed: expected a dict")
-            n, parent = payload.get("n_trees"), payload.get("parent_id")
+            n, parent = payload.get(self._unit), payload.get("parent_id")
             if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.offered:
-                raise ProtocolError(f"resume/agreed: n_trees must be in [1, {self.offered}]")
+                raise ProtocolError(f"resume/agreed: {self._unit} must be in [1, {self.offered}]")
             if parent != parent_id(self.model_id, n):
                 raise ProtocolError("resume/agreed: unexpected parent id")
             self.n_trees, self.parent_id = n, parent
@@ -203,9 +293,12 @@ def resume_estimator(session: Any, cls: type, hyperparameters: dict, source: Pat
     Runs the ``resume`` protocol; the parent holds the trees both parties finished.
     """
     from jointcredit.learn.boosting import HeteroSecureBoost
+    from jointcredit.learn.linear import HeteroLogisticRegression
 
+    if issubclass(cls, HeteroLogisticRegression):
+        return _resume_lr(session, cls, hyperparameters, source)
     if not issubclass(cls, HeteroSecureBoost):
-        raise DataValidationError("resume", "only secureboost training jobs can be resumed")
+        raise DataValidationError("resume", "only secureboost and LR training jobs can be resumed")
     model = load_bank(source)
     side = ResumeBank(session.bank, model_id=model.model_id, n_trees=len(model.trees))
     session.run(side)
@@ -217,3 +310,42 @@ def resume_estimator(session: Any, cls: type, hyperparameters: dict, source: Pat
     parent.model_ = model
     parent.model_id_ = model.model_id
     return parent, side.n_trees
+
+
+def _resume_lr(session: Any, cls: type, hyperparameters: dict, source: Path) -> tuple:
+    """The warm-start parent of a resumed hetero LR / scorecard job: ``(parent, n_epochs)``."""
+    import math
+
+    from jointcredit.learn.linear import HeteroScorecard, bank_estimator_from_model
+
+    path = Path(source) / BANK_LR_FILE
+    if not path.is_file():
+        raise DataValidationError("resume", f"{path.parent} holds no LR training checkpoint")
+    kept = json.loads(path.read_text(encoding="utf-8"))
+    first, snapshots = int(kept["first_epoch"]), kept["snapshots"]
+    side = ResumeBank(
+        session.bank, model_id=kept["model_id"], n_trees=first + len(snapshots) - 1,
+        kind=HETERO_LR,
+    )  # fmt: skip
+    session.run(side)
+    if side.n_trees is None or side.parent_id is None or side.n_trees < first:
+        raise ProtocolError("resume: the credit center did not agree on a checkpoint")
+    chosen = snapshots[side.n_trees - first]
+    template = cls(**hyperparameters)
+    model = {
+        **{k: v for k, v in kept.items() if k not in ("first_epoch", "snapshots")},
+        "estimator": cls.__name__,
+        "model_id": side.parent_id,
+        "intercept": chosen[0],
+        "coef": chosen[1:],
+        "epochs": side.n_trees,
+    }
+    if isinstance(template, HeteroScorecard):
+        factor = float(template.pdo) / math.log(2.0)
+        offset = float(template.base_score) - factor * math.log(float(template.base_odds))
+        model.update(
+            pdo=float(template.pdo), base_score=float(template.base_score),
+            base_odds=float(template.base_odds), factor=factor, offset=offset,
+            base_points=offset - factor * float(chosen[0]),
+        )  # fmt: skip
+    return bank_estimator_from_model(model, "resume"), side.n_trees

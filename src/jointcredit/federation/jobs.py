@@ -227,17 +227,22 @@ def train_job(session: Any, params: dict, outdir: Path) -> dict:
 def _resume_fit(
     session: Any, cls: type, hyperparameters: dict, source: Path, rows: np.ndarray, result: dict
 ) -> Any:
-    """Continue a failed training job from the trees both parties finished."""
+    """Continue a failed training job from the trees / epochs both parties finished."""
     from jointcredit.federation.checkpoint import CHECKPOINT_DIR, resume_estimator
-    from jointcredit.learn.boosting import BoostParams
+    from jointcredit.learn.boosting import BoostParams, HeteroSecureBoost
 
     parent, kept = resume_estimator(session, cls, hyperparameters, source / CHECKPOINT_DIR)
-    total = BoostParams.validate(**hyperparameters).n_estimators
+    if issubclass(cls, HeteroSecureBoost):
+        unit, budget = "trees", "n_estimators"
+        total = BoostParams.validate(**hyperparameters).n_estimators
+    else:
+        unit, budget = "epochs", "max_epochs"
+        total = int(hyperparameters.get("max_epochs", cls().max_epochs))
     remaining = total - kept
-    result["resumed"] = {"trees_kept": kept, "trees_trained": max(remaining, 0)}
+    result["resumed"] = {f"{unit}_kept": kept, f"{unit}_trained": max(remaining, 0)}
     if remaining <= 0:
         return parent
-    estimator = cls(**{**hyperparameters, "n_estimators": remaining})
+    estimator = cls(**{**hyperparameters, budget: remaining})
     return estimator.fit(session, rows=rows, init_model=parent)
 
 

@@ -892,6 +892,7 @@ class HeteroLRCenter:
     def __init__(self, center: CenterParty, *, reveal_coefficients: bool = True) -> None:
         self.center = center
         self.reveal_coefficients = bool(reveal_coefficients)
+        self.progress: dict[str, Any] | None = None  # set after each epoch (for a resume)
 
     def run(self, channel: ProtocolChannel) -> str:
         aligned = self.center.require_aligned()
@@ -984,6 +985,16 @@ class HeteroLRCenter:
                         coeffs = crypto.load_matrix(reply["coeffs"], nxt.size, degree + 1)
                     if last:
                         snapshots.append(w.copy())
+                        # what a failed later step leaves for a resume (federation.checkpoint)
+                        self.progress = {
+                            "model_id": str(job["model_id"]),
+                            "transform": job["transform"],
+                            "features": features,
+                            "prep": prep,
+                            "points_factor": hyper.get("points_factor"),
+                            "coefs": [A @ s for s in snapshots],
+                            "first_epoch": _epochs_before(init_part) + int(init_part is None),
+                        }
                         if val is not None:
                             vc = crypto.load_matrix(
                                 reply["validation_coeffs"], val.size, degree + 1
@@ -1005,23 +1016,11 @@ class HeteroLRCenter:
                 crypto.close()
         w = A @ snapshots[best_epoch]  # back to the original (standardised / WOE) features
         model_id = str(job["model_id"])
-        part = {
-            "kind": "hetero_lr",
-            "model_id": model_id,
-            "transform": job["transform"],
-            "features": features,
-            "coef": [float(v) for v in w],
-            **prep,
-        }
+        part = center_lr_part(
+            model_id, job["transform"], features, prep, w, hyper.get("points_factor")
+        )
         if init_part is not None:
             part["parent_model_id"] = str(init_part["model_id"])
-        factor = hyper.get("points_factor")
-        if job["transform"] == "woe" and factor is not None:
-            part["points"] = {
-                f: [float(-factor * w[j] * v) for v in prep["woe"][f]]
-                for j, f in enumerate(features)
-            }
-            part["points_factor"] = float(factor)
         self.center.model_parts[model_id] = part
         coefficients = (
             {f: float(v) for f, v in zip(features, w, strict=True)}
@@ -1116,6 +1115,37 @@ def _as_list(value: Any, n: int) -> list[Any]:
     if not isinstance(value, list) or len(value) != n:
         raise MalformedMessageError(f"hetero_lr/start.ok: expected {n} encrypted feature blocks")
     return value
+
+
+def center_lr_part(
+    model_id: str,
+    transform: str,
+    features: list[str],
+    prep: dict[str, Any],
+    coef: np.ndarray,
+    points_factor: float | None,
+) -> dict[str, Any]:
+    """The credit center's part of a hetero LR / scorecard model (kept in its model_parts)."""
+    part: dict[str, Any] = {
+        "kind": "hetero_lr",
+        "model_id": model_id,
+        "transform": transform,
+        "features": list(features),
+        "coef": [float(v) for v in coef],
+        **prep,
+    }
+    if transform == "woe" and points_factor is not None:
+        part["points"] = {
+            f: [float(-points_factor * coef[j] * v) for v in prep["woe"][f]]
+            for j, f in enumerate(features)
+        }
+        part["points_factor"] = float(points_factor)
+    return part
+
+
+def _epochs_before(init_part: dict[str, Any] | None) -> int:
+    """Epochs already in a warm-start parent (a resumed checkpoint records them)."""
+    return 0 if init_part is None else int(init_part.get("epochs", 0))
 
 
 def _best(value: Any, n_snapshots: int) -> int:
@@ -1884,6 +1914,8 @@ class HeteroLogisticRegression:
         warm = side.init_model is not None
         self.n_epochs_ = len(side.snapshots) - int(warm)
         self.init_model_id_ = str(side.init_model["model_id"]) if warm else None
+        # epochs behind the chosen coefficients, counting a resumed parent's (its "epochs")
+        self.epochs_ = _epochs_before(side.init_model) + int(side.best_epoch) + int(not warm)
         self._prep_ = side.prep
 
     # -- model dict (what the bank keeps and saves) ----------------------------------------------
@@ -1895,22 +1927,12 @@ class HeteroLogisticRegression:
     def bank_model(self) -> dict[str, Any]:
         """The bank's part of the model: its own features only (no center cut points/weights)."""
         self._check_fitted()
-        model: dict[str, Any] = {
-            "kind": "hetero_lr",
-            "estimator": type(self).__name__,
-            "model_id": self.model_id_,
-            "backend": self.backend,
-            "transform": self._transform,
-            "features": self.bank_features_,
-            "coef": [float(v) for v in self.coef_],
-            "intercept": self.intercept_,
-            "center_features": self.center_features_,
-        }
-        if "standardize" in self._prep_:
-            model["standardize"] = self._prep_["standardize"]
-        else:
-            model["bins"] = {f: s.to_dict() for f, s in self._prep_["bins"].items()}
-            model["woe"] = {f: [float(v) for v in w] for f, w in self._prep_["woe"].items()}
+        model = bank_lr_model(
+            type(self).__name__, self.model_id_, self.backend, self._transform,
+            self.bank_features_, self.coef_, self.intercept_, self.center_features_, self._prep_,
+        )  # fmt: skip
+        if getattr(self, "epochs_", None) is not None:
+            model["epochs"] = int(self.epochs_)
         return model
 
     def decision_function(self, session: Any, rows: Any = None) -> np.ndarray:
@@ -1941,6 +1963,38 @@ class HeteroLogisticRegression:
         target = path / filename
         target.write_text(json.dumps(self.bank_model(), indent=2, ensure_ascii=False), "utf-8")
         return target
+
+
+def bank_lr_model(
+    estimator: str,
+    model_id: str,
+    backend: str,
+    transform: str,
+    features: list[str],
+    coef: Any,
+    intercept: float,
+    center_features: list[str],
+    prep: dict[str, Any],
+) -> dict[str, Any]:
+    """The bank's part of a hetero LR / scorecard model as saved (no center cut points or
+    weights)."""
+    model: dict[str, Any] = {
+        "kind": "hetero_lr",
+        "estimator": estimator,
+        "model_id": model_id,
+        "backend": backend,
+        "transform": transform,
+        "features": list(features),
+        "coef": [float(v) for v in coef],
+        "intercept": float(intercept),
+        "center_features": list(center_features),
+    }
+    if "standardize" in prep:
+        model["standardize"] = prep["standardize"]
+    else:
+        model["bins"] = {f: s.to_dict() for f, s in prep["bins"].items()}
+        model["woe"] = {f: [float(v) for v in w] for f, w in prep["woe"].items()}
+    return model
 
 
 def _init_bank_model(
@@ -2233,8 +2287,14 @@ def load_bank_model(path: str | os.PathLike[str]) -> HeteroLogisticRegression:
         model = json.loads(Path(path).read_text("utf-8"))
     except (OSError, ValueError) as exc:
         raise DataValidationError(str(path), f"cannot read the bank's model ({exc})") from exc
+    return bank_estimator_from_model(model, str(path))
+
+
+def bank_estimator_from_model(model: Any, what: str = "model") -> HeteroLogisticRegression:
+    """A fitted estimator (bank part only) from a :meth:`~HeteroLogisticRegression.bank_model`
+    dict (a saved file, or a resumed checkpoint)."""
     if not isinstance(model, dict) or model.get("kind") != "hetero_lr":
-        raise DataValidationError(str(path), "not a bank model of a hetero LR / scorecard")
+        raise DataValidationError(what, "not a bank model of a hetero LR / scorecard")
     cls = (
         HeteroScorecard if model.get("estimator") == "HeteroScorecard" else HeteroLogisticRegression
     )
@@ -2245,6 +2305,8 @@ def load_bank_model(path: str | os.PathLike[str]) -> HeteroLogisticRegression:
     est.coef_ = pd.Series(model["coef"], index=est.bank_features_, dtype=np.float64)
     est.intercept_ = float(model["intercept"])
     est.center_coef_ = None
+    if "epochs" in model:
+        est.epochs_ = int(model["epochs"])
     if model["transform"] == "standardize":
         est._prep_ = {"standardize": model["standardize"]}
     else:
