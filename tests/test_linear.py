@@ -171,6 +171,10 @@ def test_backend_primitives_decrypt_to_plaintext_results(variant):
     if variant == "ckks_prefetch":
         center.enable_prefetch()  # the center's masks, encrypted ahead in its worker
         bank.enable_offload()  # about half of the bank's columns, encrypted in its worker
+        deadline = time.monotonic() + 30
+        while not bank._offload.ready and time.monotonic() < deadline:
+            time.sleep(0.05)  # until its worker is up, the bank encrypts everything itself
+        assert bank._offload.ready
     try:
         enc_c = center.load_matrix(bank.encrypt_matrix(coeffs, basis=True), n, degree + 1)
         feats = lin._load_features(center, bank.encrypt_features(X_b), n, d_b)
@@ -195,6 +199,7 @@ def test_backend_primitives_decrypt_to_plaintext_results(variant):
             assert grad_0 == pytest.approx(r_plain.sum(), abs=tol)
         if variant == "ckks_prefetch":
             assert center._pool.made_by_worker > 0  # the worker's encryptions were used
+            assert bank._offload.submitted > 0  # and the bank's worker encrypted columns
 
         assert bank.open_total(center.total(enc_c, basis)) == pytest.approx(r_plain.sum(), abs=tol)
 

@@ -56,8 +56,9 @@ def _encrypt_columns(columns: list[list[float]]) -> list[bytes]:
     return [ts.ckks_vector(peer.context, c).serialize() for c in columns]
 
 
-def start_worker(public: bytes) -> ProcessPoolExecutor:
-    """One worker process holding ``public`` (a public CKKS context: no secret key)."""
+def start_worker(public: bytes) -> tuple[ProcessPoolExecutor, Future]:
+    """One worker process holding ``public`` (a public CKKS context: no secret key), and a
+    future that completes once it is up."""
     methods = multiprocessing.get_all_start_methods()
     # forkserver: no fork of a process that may run gRPC / TenSEAL threads (a Flower worker),
     # and much cheaper than spawn after the first pool
@@ -68,8 +69,7 @@ def start_worker(public: bytes) -> ProcessPoolExecutor:
         initializer=_worker_init,
         initargs=(public,),
     )
-    executor.submit(int)  # start it now: the first real task should not pay the start-up
-    return executor
+    return executor, executor.submit(int)  # start it now, not on the first real task
 
 
 class ColumnEncryptor:
@@ -77,9 +77,17 @@ class ColumnEncryptor:
     caller encrypts the others (each CKKS encryption + serialization costs ~9 ms)."""
 
     def __init__(self, public: bytes) -> None:
-        self._executor = start_worker(public)
+        self._executor, self._started = start_worker(public)
+        self.submitted = 0  # columns handed to the worker (for tests and benchmarks)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the worker is up (until then the caller encrypts everything itself: waiting
+        for a starting process would cost more than it saves)."""
+        return self._started.done()
 
     def submit(self, columns: list[list[float]]) -> Future:
+        self.submitted += len(columns)
         return self._executor.submit(_encrypt_columns, columns)
 
     def close(self) -> None:
@@ -100,7 +108,7 @@ class MaskEncryptionPool:
     """
 
     def __init__(self, public: bytes, *, slot_mask: float, noise_std: float) -> None:
-        self._executor = start_worker(public)
+        self._executor, _ = start_worker(public)
         self._slot_mask = float(slot_mask)
         self._noise_std = float(noise_std)
         self._pending: dict[tuple[float, bool], deque[Future]] = {}

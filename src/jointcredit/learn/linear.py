@@ -312,6 +312,7 @@ class _CkksBank:
             c[i : i + self.slots].tolist() for c in columns for i in range(0, c.size, self.slots)
         ]
         offload = getattr(self, "_offload", None)
+        offload = offload if offload is not None and offload.ready else None
         # the worker takes the tail (its result is needed last), the caller the head
         split = len(chunks) if offload is None or len(chunks) < 4 else (len(chunks) + 1) // 2
         pending = offload.submit(chunks[split:]) if split < len(chunks) else None
