@@ -312,13 +312,19 @@ class _CkksBank:
             c[i : i + self.slots].tolist() for c in columns for i in range(0, c.size, self.slots)
         ]
         offload = getattr(self, "_offload", None)
-        offload = offload if offload is not None and offload.ready else None
-        # the worker takes the tail (its result is needed last), the caller the head
-        split = len(chunks) if offload is None or len(chunks) < 4 else (len(chunks) + 1) // 2
-        pending = offload.submit(chunks[split:]) if split < len(chunks) else None
-        blobs = [v.serialize() for c in chunks[:split] for v in self.owner.encrypt(c)]
-        if pending is not None:
-            blobs += pending.result()
+        pending: dict[int, Any] = {}
+        if offload is not None and offload.ready and len(chunks) > 1:
+            # the worker works from the tail, this process from the head; a chunk the worker
+            # has not started when we reach it is taken back, so nobody waits for long
+            for i in range(len(chunks) - 1, 0, -1):
+                pending[i] = offload.submit([chunks[i]])
+        blobs = []
+        for i, c in enumerate(chunks):
+            future = pending.pop(i, None)
+            if future is not None and not future.cancel():
+                blobs.append(future.result()[0])
+            else:
+                blobs.append(self.owner.encrypt(c)[0].serialize())
         return frame_serialized(blobs)
 
     def encrypt_features(self, X: np.ndarray) -> bytes:
