@@ -17,6 +17,7 @@ import time
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -674,6 +675,38 @@ def test_train_then_score_match_in_process(short_tmp, tables):
     assert (got["decision"] != want["decision"]).sum() <= 1  # a PD right at a cut-off may flip
 
 
+def _interrupt_then_resume(
+    fed: Any, params: dict, protocol: str, msg_type: str, field: str, value: int
+) -> tuple[dict, dict]:
+    """Run bank a's train job, take its node offline at the first ``protocol``/``msg_type``
+    message whose ``field`` equals ``value``, bring it back, and resume the failed job.
+    Returns (the failed job's summary, the resumed job's summary); closes ``fed``."""
+
+    def disconnect(node_id, message_type, blob):
+        if message_type == transport.ENVELOPE:
+            env = Envelope.from_bytes(blob)
+            ours = (env.protocol, env.msg_type) == (protocol, msg_type)
+            if ours and codec.unpack(env.payload)[field] == value:
+                fed.grid.down.add(node_id)
+        return blob
+
+    lost: dict = {}
+    try:
+        fed.grid.tamper = disconnect
+        job = threading.Thread(target=lambda: lost.update(fed.run("a", "train", params)))
+        job.start()
+        deadline = time.monotonic() + 30
+        while not fed.service.finished and time.monotonic() < deadline:
+            time.sleep(0.05)
+        fed.grid.tamper = None
+        fed.grid.down.clear()  # the bank's node reconnects
+        job.join(30)
+        resumed = fed.run("a", "train", {"resume": lost["job_id"]})
+    finally:
+        fed.close()
+    return lost, resumed
+
+
 def test_interrupted_training_resumes_from_its_checkpoint(short_tmp, tables):
     """The bank's node disconnects while the center grows tree 2 of 4: the center records a
     clear error, both parties keep the two finished trees, and the resumed job trains only the
@@ -697,28 +730,7 @@ def test_interrupted_training_resumes_from_its_checkpoint(short_tmp, tables):
     }
     fed = Federation(short_tmp, center, {"a": bank_a})
 
-    def disconnect_at_tree_2(node_id, message_type, blob):
-        if message_type == transport.ENVELOPE:
-            env = Envelope.from_bytes(blob)
-            is_level = env.protocol == "secureboost" and env.msg_type == "level"
-            if is_level and codec.unpack(env.payload)["tree"] == 2:
-                fed.grid.down.add(node_id)
-        return blob
-
-    lost: dict = {}
-    try:
-        fed.grid.tamper = disconnect_at_tree_2
-        job = threading.Thread(target=lambda: lost.update(fed.run("a", "train", params)))
-        job.start()
-        deadline = time.monotonic() + 30
-        while not fed.service.finished and time.monotonic() < deadline:
-            time.sleep(0.05)
-        fed.grid.tamper = None
-        fed.grid.down.clear()  # the bank's node reconnects
-        job.join(30)
-        resumed = fed.run("a", "train", {"resume": lost["job_id"]})
-    finally:
-        fed.close()
+    lost, resumed = _interrupt_then_resume(fed, params, "secureboost", "level", "tree", 2)
     failed = fed.service.finished[0]
     assert failed["status"] == "failed" and failed["kind"] == "train"
     assert failed["error"]["type"] == "PartyUnavailableError"
@@ -776,28 +788,7 @@ def test_interrupted_lr_training_resumes_from_its_last_epoch(short_tmp, model):
     params = {"model": model, "seed": 1, "hyperparameters": hyper}
     fed = Federation(short_tmp, center, {"a": bank})
 
-    def disconnect_at_epoch_3(node_id, message_type, blob):
-        if message_type == transport.ENVELOPE:
-            env = Envelope.from_bytes(blob)
-            is_step = env.protocol == "hetero_lr" and env.msg_type == "step"
-            if is_step and codec.unpack(env.payload)["epoch"] == 2:
-                fed.grid.down.add(node_id)
-        return blob
-
-    lost: dict = {}
-    try:
-        fed.grid.tamper = disconnect_at_epoch_3
-        job = threading.Thread(target=lambda: lost.update(fed.run("a", "train", params)))
-        job.start()
-        deadline = time.monotonic() + 30
-        while not fed.service.finished and time.monotonic() < deadline:
-            time.sleep(0.05)
-        fed.grid.tamper = None
-        fed.grid.down.clear()  # the bank's node reconnects
-        job.join(30)
-        resumed = fed.run("a", "train", {"resume": lost["job_id"]})
-    finally:
-        fed.close()
+    lost, resumed = _interrupt_then_resume(fed, params, "hetero_lr", "step", "epoch", 2)
     failed = fed.service.finished[0]
     assert failed["status"] == "failed" and failed["error"]["type"] == "PartyUnavailableError"
     kept = json.loads((Path(lost["results_dir"]) / "checkpoint" / "checkpoint.json").read_text())
