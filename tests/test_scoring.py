@@ -19,7 +19,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jointcredit.crypto.ckks import CKKSKeyOwner, deserialize_vectors, serialize_vectors
+from jointcredit.crypto.ckks import (
+    CKKSKeyOwner,
+    SealFile,
+    SeededEncryptor,
+    deserialize_vectors,
+    frame_serialized,
+    serialize_vectors,
+    tenseal_vector_bytes,
+)
 from jointcredit.data import CATEGORIES, load_party_table, make_sme_data
 from jointcredit.errors import (
     BudgetExhaustedError,
@@ -54,10 +62,6 @@ from jointcredit.scoring.encrypted import (
     SCORING_CKKS_PARAMS,
     CenterScoringPolicy,
     ScoreBank,
-    SeededEncryptor,
-    _frame,
-    _SealFile,
-    _tenseal_vector_bytes,
     boost_basis,
 )
 from jointcredit.scoring.preauth import NOT_AT_CENTER, preauthorize
@@ -220,13 +224,10 @@ def test_seeded_encryption_is_a_regular_tenseal_vector():
         assert seeded.ok
         x = np.random.default_rng(0).normal(size=4096)
         blob = seeded.encrypt(x)
-        (vector,) = deserialize_vectors(owner, _frame([blob]))
+        (vector,) = deserialize_vectors(owner, frame_serialized([blob]))
         assert np.abs(owner.decrypt([vector], x.size) - x).max() < 1e-6
         # half the size of a public-key encryption: the random half travels as a seed
         assert len(blob) < 0.6 * len(owner.encrypt(x)[0].serialize())
-        # the local framing is the CKKS module's
-        vectors = owner.encrypt(x[:100])
-        assert _frame([v.serialize() for v in vectors]) == serialize_vectors(vectors)
     finally:
         seeded.close()
 
@@ -234,13 +235,13 @@ def test_seeded_encryption_is_a_regular_tenseal_vector():
 def test_tenseal_vector_framing_is_pinned_to_tenseals_own():
     owner = CKKSKeyOwner(SCORING_CKKS_PARAMS)
     (vector,) = owner.encrypt(np.linspace(-2, 2, 300))
-    seal = _SealFile()
+    seal = SealFile()
     try:
         raw = seal.dump(vector.ciphertext()[0])
     finally:
         seal.close()
     scale = vector.ciphertext()[0].scale
-    assert _tenseal_vector_bytes(raw, 300, scale) == vector.serialize()
+    assert tenseal_vector_bytes(raw, 300, scale) == vector.serialize()
 
 
 def test_packed_secureboost_total_has_no_imaginary_leak(session, models):

@@ -51,8 +51,13 @@ __all__ = [
     "CKKSKeyOwner",
     "CKKSParams",
     "CKKSPeer",
+    "SealEvaluator",
+    "SealFile",
+    "SeededEncryptor",
     "deserialize_vectors",
+    "frame_serialized",
     "serialize_vectors",
+    "tenseal_vector_bytes",
 ]
 
 #: Largest total coefficient modulus (bits) for 128-bit classical security with a ternary secret,
@@ -249,6 +254,71 @@ def deserialize_vectors(ctx: Any, data: bytes) -> list[ts.CKKSVector]:
     if pos != len(data):
         raise MalformedMessageError(f"ckks vectors: {len(data) - pos} trailing bytes")
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# SEAL objects through TenSEAL's bindings (tenseal.sealapi)
+# --------------------------------------------------------------------------------------------
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if not value:
+            out.append(byte)
+            return bytes(out)
+        out.append(byte | 0x80)
+
+
+def tenseal_vector_bytes(seal_bytes: bytes, size: int, scale: float) -> bytes:
+    """A SEAL ciphertext as TenSEAL serializes a one-chunk ``CKKSVector`` (protobuf
+    ``CKKSVectorProto``: 1 = sizes, 2 = ciphertexts, 3 = scale); tests pin it against TenSEAL."""
+    sizes = _varint(size)
+    return b"".join(
+        [b"\x0a", _varint(len(sizes)), sizes, b"\x12", _varint(len(seal_bytes)), seal_bytes,
+         b"\x19", struct.pack("<d", scale)]
+    )  # fmt: skip
+
+
+class SealFile:
+    """TenSEAL's SEAL bindings (de)serialize only through a path: each call uses a fresh private
+    temporary file (mode 0600, in ``/dev/shm`` when available) and removes it before returning.
+    Only public material goes through it (ciphertexts, Galois keys), never the secret key."""
+
+    def __init__(self) -> None:
+        shm = "/dev/shm"
+        self.folder = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+
+    def _path(self) -> str:
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix="jointcredit-seal-", dir=self.folder)
+        os.close(fd)
+        return path
+
+    def dump(self, obj: Any) -> bytes:
+        path = self._path()
+        try:
+            obj.save(path)
+            with open(path, "rb") as fh:
+                return fh.read()
+        finally:
+            os.unlink(path)
+
+    def load(self, obj: Any, seal_context: Any, data: bytes) -> Any:
+        path = self._path()
+        try:
+            with open(path, "wb") as fh:
+                fh.write(data)
+            obj.load(seal_context, path)
+            return obj
+        finally:
+            os.unlink(path)
+
+    def close(self) -> None:
+        pass  # nothing is kept between calls
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,3 +560,193 @@ def _load_context(body: bytes, n_threads: int | None) -> ts.Context:
     ctx.auto_relin = True
     ctx.auto_mod_switch = True
     return ctx
+
+
+class SeededEncryptor:
+    """Secret-key CKKS encryption with a seeded second component, for the key owner only.
+
+    The bank holds the secret key, so it may encrypt symmetrically: SEAL then replaces the
+    uniformly random half of each ciphertext by the seed it was drawn from. Measured here: half
+    the bytes (114 kB instead of 235 kB per ciphertext at N = 8192) and ~40 % less CPU than
+    TenSEAL's public-key encryption; the receiver's TenSEAL expands the seed when it loads the
+    vector. Values may be complex (two real columns per slot). The output is a TenSEAL vector
+    serialization, so the center reads it with :func:`jointcredit.crypto.ckks.
+    deserialize_vectors` like any other vector. On creation the encryptor checks a round trip
+    through TenSEAL; if that fails (another TenSEAL version) ``ok`` is false and callers fall
+    back to the owner's public-key encryption (real values only).
+    """
+
+    def __init__(self, owner: CKKSKeyOwner) -> None:
+        import tenseal.sealapi as sealapi
+
+        self._sealapi = sealapi
+        self.owner = owner
+        seal_context = owner.context.seal_context().data
+        self._encoder = sealapi.CKKSEncoder(seal_context)
+        self._encryptor = sealapi.Encryptor(seal_context, owner.context.data.secret_key())
+        self._scale = float(2.0**owner.params.global_scale_bits)
+        self._file = SealFile()
+        self.ok = self._self_test()
+
+    def _self_test(self) -> bool:
+        probe = np.linspace(-1.0, 1.0, 7)
+        try:
+            (vector,) = deserialize_vectors(self.owner, frame_serialized([self.encrypt(probe)]))
+            back = self.owner.decrypt([vector], probe.size)
+        except Exception:  # noqa: BLE001 - any failure means "use the public-key path"
+            return False
+        return bool(np.allclose(back, probe, atol=1e-6))
+
+    def encrypt(self, values: np.ndarray) -> bytes:
+        """One serialized vector of at most ``slots`` real or complex values."""
+        plain = self._sealapi.Plaintext()
+        self._encoder.encode(np.asarray(values).tolist(), self._scale, plain)
+        body = self._file.dump(self._encryptor.encrypt_symmetric(plain))
+        return tenseal_vector_bytes(body, len(values), self._scale)
+
+    def conjugation_key(self) -> bytes:
+        """The Galois key of complex conjugation only (no rotation keys), serialized."""
+        sealapi = self._sealapi
+        seal_context = self.owner.context.seal_context().data
+        keys = sealapi.GaloisKeys()
+        generator = sealapi.KeyGenerator(seal_context, self.owner.context.data.secret_key())
+        generator.create_galois_keys([2 * self.owner.params.poly_modulus_degree - 1], keys)
+        return self._file.dump(keys)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class SealEvaluator:
+    """Level-aware SEAL arithmetic on a party's context, for hot loops.
+
+    TenSEAL's ``CKKSVector`` encodes its plaintext operand again and rescales after every
+    product, and encrypts only at the top level. A protocol loop that reuses plaintexts (the
+    center's feature columns, batch after batch), sums several products before one rescale, or
+    returns results at the last level (one prime left) does much less work here. Measured at
+    N = 8192 with (60, 40, 40, 60) bits: product with a ready plaintext 0.3 ms instead of
+    2.3 ms plus one 1 ms rescale per *sum*; a public-key encryption at the last level 3.9 ms
+    instead of 6.2 ms, 131 kB instead of 331 kB serialized.
+
+    Ciphertexts are SEAL objects; :meth:`ciphertexts` takes them out of TenSEAL vectors and
+    :meth:`dump` serializes a result as a TenSEAL vector, so the other party reads it with
+    :func:`deserialize_vectors` as usual. Levels count from 0 (fresh: every data prime) to
+    :attr:`last` (one prime left).
+    """
+
+    def __init__(self, party: _CKKSParty) -> None:
+        import tenseal.sealapi as sealapi
+
+        self._sealapi = sealapi
+        self.params = party.params
+        self.slots = party.slots
+        context = party.context
+        self.seal_context = context.seal_context().data
+        self._evaluator = sealapi.Evaluator(self.seal_context)
+        self._encoder = sealapi.CKKSEncoder(self.seal_context)
+        self._encryptor = (
+            sealapi.Encryptor(self.seal_context, context.data.public_key())
+            if party.can_encrypt
+            else None
+        )
+        self._relin_keys = context.data.relin_keys() if context.has_relin_keys() else None
+        chain = []
+        data = self.seal_context.first_context_data()
+        while data is not None:
+            chain.append(data.parms_id())
+            data = data.next_context_data()
+        self._chain = chain
+        self._level_of = {tuple(p): i for i, p in enumerate(chain)}
+        self.last = len(chain) - 1
+        self.scale = float(2.0**self.params.global_scale_bits)
+        self._file = SealFile()
+
+    # -- moving between TenSEAL vectors, SEAL ciphertexts and bytes ----------------------------
+
+    @staticmethod
+    def ciphertexts(vectors: Sequence[ts.CKKSVector]) -> list[Any]:
+        """The SEAL ciphertext of each (one-chunk) TenSEAL vector."""
+        return [v.ciphertext()[0] for v in vectors]
+
+    def dump(self, ct: Any, size: int | None = None) -> bytes:
+        """``ct`` serialized as a TenSEAL vector of ``size`` values (default: every slot)."""
+        size = self.slots if size is None else int(size)
+        return tenseal_vector_bytes(self._file.dump(ct), size, ct.scale)
+
+    def dump_raw(self, ct: Any) -> bytes:
+        """SEAL's own serialization (for this library's worker processes)."""
+        return self._file.dump(ct)
+
+    def load_raw(self, data: bytes) -> Any:
+        """Inverse of :meth:`dump_raw`; SEAL checks the ciphertext belongs to this context."""
+        try:
+            return self._file.load(self._sealapi.Ciphertext(), self.seal_context, bytes(data))
+        except Exception as exc:  # SEAL raises assorted types for foreign or broken bytes
+            raise MalformedMessageError(f"ckks ciphertext: cannot load ({exc})") from exc
+
+    # -- arithmetic ------------------------------------------------------------------------------
+
+    def level(self, ct: Any) -> int:
+        return self._level_of[tuple(ct.parms_id())]
+
+    def encode(self, values: Any, level: int, scale: float | None = None) -> Any:
+        """A plaintext of real ``values`` (zero-padded to the slots) at ``level`` and ``scale``."""
+        plain = self._sealapi.Plaintext()
+        scale = self.scale if scale is None else float(scale)
+        self._encoder.encode(np.asarray(values, dtype=np.float64).tolist(), self._chain[level],
+                             scale, plain)  # fmt: skip
+        return plain
+
+    def multiply_plain(self, ct: Any, plain: Any) -> Any:
+        """``ct * plain`` slot-wise, not rescaled (the scales multiply)."""
+        out = self._sealapi.Ciphertext()
+        self._evaluator.multiply_plain(ct, plain, out)
+        return out
+
+    def multiply(self, a: Any, b: Any) -> Any:
+        """``a * b`` slot-wise, relinearized, not rescaled (needs the relinearization keys)."""
+        if self._relin_keys is None:
+            raise CryptoError("multiply: this context has no relinearization keys")
+        level = max(self.level(a), self.level(b))
+        a, b = self.mod_switch(a, level), self.mod_switch(b, level)
+        out = self._sealapi.Ciphertext()
+        self._evaluator.multiply(a, b, out)
+        self._evaluator.relinearize_inplace(out, self._relin_keys)
+        return out
+
+    def add_into(self, acc: Any | None, ct: Any) -> Any:
+        """``acc + ct`` computed in ``acc`` (``ct`` itself when ``acc`` is None)."""
+        if acc is None:
+            return ct
+        self._evaluator.add_inplace(acc, ct)
+        return acc
+
+    def add_plain(self, ct: Any, plain: Any) -> Any:
+        out = self._sealapi.Ciphertext()
+        self._evaluator.add_plain(ct, plain, out)
+        return out
+
+    def rescale(self, ct: Any) -> Any:
+        """Divide by the level's last prime and drop it (after a product)."""
+        out = self._sealapi.Ciphertext()
+        self._evaluator.rescale_to_next(ct, out)
+        return out
+
+    def mod_switch(self, ct: Any, level: int) -> Any:
+        """Drop primes down to ``level`` without changing the scale (smaller, cheaper)."""
+        if self.level(ct) == level:
+            return ct
+        out = self._sealapi.Ciphertext()
+        self._evaluator.mod_switch_to(ct, self._chain[level], out)
+        return out
+
+    def encrypt(self, values: Any, level: int, scale: float | None = None) -> Any:
+        """A fresh public-key encryption of ``values`` made directly at ``level``."""
+        if self._encryptor is None:
+            raise CryptoError("encrypt: this context has no public key")
+        out = self._sealapi.Ciphertext()
+        self._encryptor.encrypt(self.encode(values, level, scale), out)
+        return out
+
+    def close(self) -> None:
+        self._file.close()

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import math
 import os
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,7 +55,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jointcredit.crypto.ckks import CKKSKeyOwner, CKKSParams, CKKSPeer, deserialize_vectors
+from jointcredit.crypto.ckks import (
+    CKKSKeyOwner,
+    CKKSParams,
+    CKKSPeer,
+    SealFile,
+    SeededEncryptor,
+    frame_serialized,
+    tenseal_vector_bytes,
+)
 from jointcredit.errors import (
     BudgetExhaustedError,
     CryptoError,
@@ -396,134 +403,6 @@ class _PlainPeer:
         return np.asarray(acc, dtype=np.float64)
 
 
-# --- SEAL objects through TenSEAL's bindings -------------------------------------------------
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if not value:
-            out.append(byte)
-            return bytes(out)
-        out.append(byte | 0x80)
-
-
-def _tenseal_vector_bytes(seal_bytes: bytes, size: int, scale: float) -> bytes:
-    """A SEAL ciphertext as TenSEAL serializes a one-chunk ``CKKSVector`` (protobuf
-    ``CKKSVectorProto``: 1 = sizes, 2 = ciphertexts, 3 = scale); tests pin it against TenSEAL."""
-    sizes = _varint(size)
-    return b"".join(
-        [b"\x0a", _varint(len(sizes)), sizes, b"\x12", _varint(len(seal_bytes)), seal_bytes,
-         b"\x19", struct.pack("<d", scale)]
-    )  # fmt: skip
-
-
-def _frame(blobs: Sequence[bytes]) -> bytes:
-    # the framing of jointcredit.crypto.ckks.serialize_vectors, for vectors serialized here
-    # (tests check that both give the same bytes)
-    parts = [b"JCKV\x01", struct.pack(">I", len(blobs))]
-    for blob in blobs:
-        parts += [struct.pack(">I", len(blob)), blob]
-    return b"".join(parts)
-
-
-class _SealFile:
-    """TenSEAL's SEAL bindings (de)serialize only through a path: each call uses a fresh private
-    temporary file (mode 0600, in ``/dev/shm`` when available) and removes it before returning.
-    Only public material goes through it (ciphertexts, the conjugation key), never the secret
-    key."""
-
-    def __init__(self) -> None:
-        shm = "/dev/shm"
-        self.folder = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-
-    def _path(self) -> str:
-        import tempfile
-
-        fd, path = tempfile.mkstemp(prefix="jointcredit-seal-", dir=self.folder)
-        os.close(fd)
-        return path
-
-    def dump(self, obj: Any) -> bytes:
-        path = self._path()
-        try:
-            obj.save(path)
-            with open(path, "rb") as fh:
-                return fh.read()
-        finally:
-            os.unlink(path)
-
-    def load(self, obj: Any, seal_context: Any, data: bytes) -> Any:
-        path = self._path()
-        try:
-            with open(path, "wb") as fh:
-                fh.write(data)
-            obj.load(seal_context, path)
-            return obj
-        finally:
-            os.unlink(path)
-
-    def close(self) -> None:
-        pass  # nothing is kept between calls
-
-
-class SeededEncryptor:
-    """Secret-key CKKS encryption with a seeded second component, for the key owner only.
-
-    The bank holds the secret key, so it may encrypt symmetrically: SEAL then replaces the
-    uniformly random half of each ciphertext by the seed it was drawn from. Measured here: half
-    the bytes (114 kB instead of 235 kB per ciphertext at N = 8192) and ~40 % less CPU than
-    TenSEAL's public-key encryption; the receiver's TenSEAL expands the seed when it loads the
-    vector. Values may be complex (two real columns per slot). The output is a TenSEAL vector
-    serialization, so the center reads it with :func:`jointcredit.crypto.ckks.
-    deserialize_vectors` like any other vector. On creation the encryptor checks a round trip
-    through TenSEAL; if that fails (another TenSEAL version) ``ok`` is false and callers fall
-    back to the owner's public-key encryption (real values only).
-    """
-
-    def __init__(self, owner: CKKSKeyOwner) -> None:
-        import tenseal.sealapi as sealapi
-
-        self._sealapi = sealapi
-        self.owner = owner
-        seal_context = owner.context.seal_context().data
-        self._encoder = sealapi.CKKSEncoder(seal_context)
-        self._encryptor = sealapi.Encryptor(seal_context, owner.context.data.secret_key())
-        self._scale = float(2.0**owner.params.global_scale_bits)
-        self._file = _SealFile()
-        self.ok = self._self_test()
-
-    def _self_test(self) -> bool:
-        probe = np.linspace(-1.0, 1.0, 7)
-        try:
-            (vector,) = deserialize_vectors(self.owner, _frame([self.encrypt(probe)]))
-            back = self.owner.decrypt([vector], probe.size)
-        except Exception:  # noqa: BLE001 - any failure means "use the public-key path"
-            return False
-        return bool(np.allclose(back, probe, atol=1e-6))
-
-    def encrypt(self, values: np.ndarray) -> bytes:
-        """One serialized vector of at most ``slots`` real or complex values."""
-        plain = self._sealapi.Plaintext()
-        self._encoder.encode(np.asarray(values).tolist(), self._scale, plain)
-        body = self._file.dump(self._encryptor.encrypt_symmetric(plain))
-        return _tenseal_vector_bytes(body, len(values), self._scale)
-
-    def conjugation_key(self) -> bytes:
-        """The Galois key of complex conjugation only (no rotation keys), serialized."""
-        sealapi = self._sealapi
-        seal_context = self.owner.context.seal_context().data
-        keys = sealapi.GaloisKeys()
-        generator = sealapi.KeyGenerator(seal_context, self.owner.context.data.secret_key())
-        generator.create_galois_keys([2 * self.owner.params.poly_modulus_degree - 1], keys)
-        return self._file.dump(keys)
-
-    def close(self) -> None:
-        self._file.close()
-
-
 def _encrypt_columns(owner: CKKSKeyOwner, seeded: SeededEncryptor | None, M: np.ndarray) -> bytes:
     slots = owner.slots
     blobs = []
@@ -536,7 +415,7 @@ def _encrypt_columns(owner: CKKSKeyOwner, seeded: SeededEncryptor | None, M: np.
                 raise CryptoError("score: complex packing needs the seeded encryptor")
             else:
                 blobs += [v.serialize() for v in owner.encrypt(chunk)]
-    return _frame(blobs)
+    return frame_serialized(blobs)
 
 
 # --- the bank's encryption workers (its own processes: they hold the secret context) ---------
@@ -669,7 +548,7 @@ class _CkksOwner:
 
         def wait() -> bytes:
             try:
-                return _frame([blob for f in futures for blob in f.result()])
+                return frame_serialized([blob for f in futures for blob in f.result()])
             except Exception as exc:  # a dying worker: BrokenProcessPool and friends
                 raise CryptoError(f"score: an encryption worker failed ({exc})") from exc
 
@@ -719,7 +598,7 @@ class _CkksPeer:
 
         self._sealapi = sealapi
         self._seal_context = self.peer.context.seal_context().data
-        self._file = _SealFile()
+        self._file = SealFile()
         try:
             self._galois = self._file.load(sealapi.GaloisKeys(), self._seal_context, galois)
         except Exception as exc:  # SEAL refuses keys of other parameters / garbage
@@ -806,8 +685,8 @@ class _CkksPeer:
             # CKKS error; the real part carries the output noise (x2: the bank halves)
             noise = 2.0 * _os_normal(size, std) + 1j * _os_normal(size, 2.0 * flood_std)
             self._evaluator.add_inplace(total, self._encrypt(noise, total.parms_id(), total.scale))
-            blobs.append(_tenseal_vector_bytes(self._file.dump(total), size, total.scale))
-        return _frame(blobs)
+            blobs.append(tenseal_vector_bytes(self._file.dump(total), size, total.scale))
+        return frame_serialized(blobs)
 
 
 def _owner(backend: str, params: CKKSParams | None, n_jobs: int) -> _PlainOwner | _CkksOwner:
