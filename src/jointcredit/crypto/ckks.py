@@ -714,8 +714,15 @@ class SealEvaluator:
         self._evaluator.relinearize_inplace(out, self._relin_keys)
         return out
 
+    def add(self, a: Any, b: Any) -> Any:
+        """``a + b`` as a new ciphertext."""
+        out = self._sealapi.Ciphertext()
+        self._evaluator.add(a, b, out)
+        return out
+
     def add_into(self, acc: Any | None, ct: Any) -> Any:
-        """``acc + ct`` computed in ``acc`` (``ct`` itself when ``acc`` is None)."""
+        """``acc + ct`` computed in ``acc``, which changes (``ct`` itself when ``acc`` is None:
+        use it only on ciphertexts this loop made)."""
         if acc is None:
             return ct
         self._evaluator.add_inplace(acc, ct)
@@ -731,6 +738,11 @@ class SealEvaluator:
         out = self._sealapi.Ciphertext()
         self._evaluator.rescale_to_next(ct, out)
         return out
+
+    def rescaled_scale(self, scale: float, level: int) -> float:
+        """The scale :meth:`rescale` gives a ciphertext of ``scale`` at ``level``."""
+        data = self.seal_context.get_context_data(self._chain[level])
+        return scale / float(data.parms().coeff_modulus()[-1].value())
 
     def mod_switch(self, ct: Any, level: int) -> Any:
         """Drop primes down to ``level`` without changing the scale (smaller, cheaper)."""

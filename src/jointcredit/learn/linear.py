@@ -225,7 +225,7 @@ class _PlainCenter:
     def residual(self, coeffs: np.ndarray, basis: np.ndarray) -> np.ndarray:
         return np.einsum("ik,ik->i", coeffs, basis)
 
-    def center_gradient(self, r: np.ndarray, X: np.ndarray) -> tuple[Any, Any]:
+    def center_gradient(self, r: np.ndarray, X: np.ndarray, key: Any = None) -> tuple[Any, Any]:
         n = r.size
         mu = _uniform(X.shape[1], _CKKS_SLOT_MASK * n)
         sums = np.array(
@@ -296,15 +296,28 @@ class _CkksBank:
         if getattr(self, "_offload", None) is None:
             from jointcredit.learn._mask_pool import ColumnEncryptor
 
-            self._offload = ColumnEncryptor(self.public(for_training=False))
+            self._offload = ColumnEncryptor(self.owner.to_bytes())
+
+    @property
+    def seeded(self) -> Any:
+        """Secret-key seeded encryption (cheaper, half the bytes; see ``SeededEncryptor``)."""
+        if getattr(self, "_seeded", None) is None:
+            from jointcredit.crypto.ckks import SeededEncryptor
+
+            self._seeded = SeededEncryptor(self.owner)
+        return self._seeded
 
     def close(self) -> None:
         if getattr(self, "_offload", None) is not None:
             self._offload.close()
             self._offload = None
+        if getattr(self, "_seeded", None) is not None:
+            self._seeded.close()
+            self._seeded = None
 
     def encrypt_matrix(self, M: np.ndarray, *, basis: bool = False) -> bytes:
         from jointcredit.crypto.ckks import frame_serialized
+        from jointcredit.learn._mask_pool import encrypt_column
 
         M = np.asarray(M, dtype=np.float64)
         columns = [self.owner._as_vector(self._pad(M[:, j]), "values") for j in range(M.shape[1])]
@@ -324,7 +337,7 @@ class _CkksBank:
             if future is not None and not future.cancel():
                 blobs.append(future.result()[0])
             else:
-                blobs.append(self.owner.encrypt(c)[0].serialize())
+                blobs.append(encrypt_column(self.owner, self.seeded, c))
         return frame_serialized(blobs)
 
     def encrypt_features(self, X: np.ndarray) -> bytes:
@@ -358,10 +371,19 @@ class _CkksBank:
 
 
 class _CkksCenter:
+    """The center's CKKS arithmetic, directly on SEAL (:class:`~jointcredit.crypto.ckks.
+    SealEvaluator`): its feature columns are encoded once per batch and reused every epoch,
+    products are summed before one rescale, and results go back at the last level (one prime),
+    re-randomized by fresh encryptions made at that level."""
+
     backend = "ckks"
 
+    #: Encoded feature columns kept for reuse across epochs, at most this many bytes (beyond it
+    #: columns are encoded again each time: the same result, slower).
+    PLAIN_CACHE_BYTES = 512 * 2**20
+
     def __init__(self, public: Any, *, noise_std: float = 2.0**-10) -> None:
-        from jointcredit.crypto.ckks import CKKSPeer
+        from jointcredit.crypto.ckks import CKKSPeer, SealEvaluator
 
         if not isinstance(public, bytes):
             raise MalformedMessageError("ckks: public context must be bytes")
@@ -371,13 +393,13 @@ class _CkksCenter:
         if self.peer.galois_keys:
             # not needed by this protocol; refusing keeps the 35 MB key transfer out for good
             raise ProtocolError("ckks: the center expects a public context without Galois keys")
+        self.seal = SealEvaluator(self.peer)
         self.slots = self.peer.slots
         self.noise_std = float(noise_std)
         self._public = public
         self._pool: Any = None
-
-    def _pad(self, v: np.ndarray, total: int) -> list[float]:
-        return np.concatenate([v, np.zeros(total - v.size)]).tolist()
+        self._plains: dict[Any, list[list[Any]]] = {}
+        self._plain_bytes = 0
 
     def load_matrix(self, wire: Any, n: int, m: int) -> list[list[Any]]:
         if not isinstance(wire, bytes):
@@ -386,20 +408,47 @@ class _CkksCenter:
         chunks = max(1, math.ceil(n / self.slots))
         if len(vectors) != chunks * m or any(v.size() != self.slots for v in vectors):
             raise MalformedMessageError(f"ckks: expected {m} x {chunks} full ciphertexts")
-        return [vectors[j * chunks : (j + 1) * chunks] for j in range(m)]
+        cts = self.seal.ciphertexts(vectors)
+        if any(self.seal.level(c) != 0 for c in cts):
+            raise MalformedMessageError("ckks: expected fresh ciphertexts (every level unused)")
+        return [cts[j * chunks : (j + 1) * chunks] for j in range(m)]
 
-    def _plain_chunks(self, v: np.ndarray, chunks: int) -> list[list[float]]:
+    def _chunks(self, v: np.ndarray, chunks: int) -> list[np.ndarray]:
         padded = np.concatenate([v, np.zeros(chunks * self.slots - v.size)])
-        return [padded[i * self.slots : (i + 1) * self.slots].tolist() for i in range(chunks)]
+        return [padded[i * self.slots : (i + 1) * self.slots] for i in range(chunks)]
 
     def residual(self, coeffs: list[list[Any]], basis: np.ndarray) -> list[Any]:
+        """Per chunk ``sum_k c_k * T_k(s)``: the products are added up, then rescaled once."""
+        seal = self.seal
         chunks = len(coeffs[0])
-        acc: list[Any] | None = None
-        for k, column in enumerate(coeffs):
-            plain = self._plain_chunks(basis[:, k], chunks)
-            prod = [c * p for c, p in zip(column, plain, strict=True)]
-            acc = prod if acc is None else [a + b for a, b in zip(acc, prod, strict=True)]
-        return acc
+        parts = [self._chunks(basis[:, k], chunks) for k in range(len(coeffs))]
+        out = []
+        for c in range(chunks):
+            acc = None
+            for column, part in zip(coeffs, parts, strict=True):
+                if part[c].any():  # SEAL refuses products with an all-zero plaintext
+                    product = seal.multiply_plain(column[c], seal.encode(part[c], 0))
+                    acc = seal.add_into(acc, product)
+            if acc is None:
+                raise ProtocolError("hetero_lr: a mini-batch chunk without rows")
+            out.append(seal.rescale(acc))
+        return out
+
+    def _feature_plains(self, X: np.ndarray, key: Any, chunks: int, level: int) -> list[list[Any]]:
+        """The center's feature columns encoded at ``level``: built once per batch ``key``."""
+        cached = self._plains.get((key, level))
+        if cached is not None:
+            return cached
+        plains = [
+            [self.seal.encode(part, level) if part.any() else None
+             for part in self._chunks(X[:, j], chunks)]
+            for j in range(X.shape[1])
+        ]  # fmt: skip
+        size = X.shape[1] * chunks * self.slots * 16 * (self.seal.last - level + 1)
+        if key is not None and self._plain_bytes + size <= self.PLAIN_CACHE_BYTES:
+            self._plains[(key, level)] = plains
+            self._plain_bytes += size
+        return plains
 
     def enable_prefetch(self) -> None:
         """Encrypt masks ahead in a worker process (worth its ~1 s start-up on long jobs)."""
@@ -414,74 +463,112 @@ class _CkksCenter:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        self._plains.clear()
+        self.seal.close()
 
     def _fresh(self, scale: float, count: int, with_mu: bool) -> list[tuple[float, Any]]:
-        """``count`` fresh encryptions of ``zero_sum + mu / slots + noise`` and their ``mu``:
-        those the worker has ready (if prefetching), the rest made here."""
-        ready = (
-            [] if self._pool is None else self._pool.take(self.peer.context, scale, count, with_mu)
-        )
-        return ready + self._encrypt_masks(scale, count - len(ready), with_mu)
+        """``count`` fresh last-level encryptions of ``zero_sum + mu / slots + noise`` and their
+        ``mu``: those the worker has ready (if prefetching), the rest made here."""
+        ready = [] if self._pool is None else self._pool.take(scale, count, with_mu)
+        out = [(mu, self.seal.load_raw(blob)) for mu, blob in ready]
+        return out + encrypt_masks(self.seal, scale, count - len(out), with_mu,
+                                   _CKKS_SLOT_MASK, self.noise_std)  # fmt: skip
 
-    def _encrypt_masks(self, scale: float, count: int, with_mu: bool) -> list[tuple[float, Any]]:
-        import tenseal as ts
-
-        mus = _uniform(count, _CKKS_SLOT_MASK * self.slots) if with_mu else np.zeros(count)
-        out = []
-        for mu in mus:
-            mask = _zero_sum(self.slots, _CKKS_SLOT_MASK) + mu / self.slots
-            if self.noise_std > 0:
-                mask = mask + _gaussian(self.slots, self.noise_std)
-            out.append((float(mu), ts.ckks_vector(self.peer.context, mask.tolist(), scale=scale)))
-        return out
-
-    def _finish(self, totals: list[Any], *, with_mu: bool) -> tuple[list[Any], np.ndarray]:
-        """Add a *fresh encryption* of a mask + flooding noise to each result.
+    def _finish(self, totals: list[Any], *, with_mu: bool) -> tuple[bytes, np.ndarray]:
+        """Take each result to the last level and add a *fresh encryption* of a mask + flooding
+        noise; serialize.
 
         The fresh encryption re-randomizes the result: without it the ciphertext would be a
         deterministic function of the bank's own ciphertexts and the center's plaintexts, from
         which the key holder could solve for those plaintexts (not just read the slots). Folding
         the mask into that one encryption saves a plaintext encode and addition per result.
         """
-        scale = totals[0].ciphertext()[0].scale
-        fresh = self._fresh(scale, len(totals), with_mu)
-        out = [t + v for t, (_, v) in zip(totals, fresh, strict=True)]
-        return out, np.array([mu for mu, _ in fresh])
+        from jointcredit.crypto.ckks import frame_serialized
 
-    @staticmethod
-    def _sum(chunks: list[Any]) -> Any:
-        total = chunks[0]
-        for c in chunks[1:]:
-            total = total + c
-        return total
+        seal = self.seal
+        totals = [seal.mod_switch(t, seal.last) for t in totals]
+        fresh: list[tuple[float, Any]] = [(0.0, None)] * len(totals)
+        for scale in dict.fromkeys(t.scale for t in totals):  # masks come at one scale each
+            which = [i for i, t in enumerate(totals) if t.scale == scale]
+            for i, made in zip(which, self._fresh(scale, len(which), with_mu), strict=True):
+                fresh[i] = made
+        out = [seal.add(t, v) for t, (_, v) in zip(totals, fresh, strict=True)]
+        wire = frame_serialized([seal.dump(t) for t in out])
+        return wire, np.array([mu for mu, _ in fresh])
 
-    def center_gradient(self, r: list[Any], X: np.ndarray) -> tuple[bytes, np.ndarray]:
-        chunks = len(r)
+    def _sum(self, cts: list[Any]) -> Any:
+        """The sum as a new ciphertext (or the only one): the operands stay unchanged."""
+        if len(cts) == 1:
+            return cts[0]
+        acc = self.seal.add(cts[0], cts[1])
+        for ct in cts[2:]:
+            acc = self.seal.add_into(acc, ct)
+        return acc
+
+    def center_gradient(self, r: list[Any], X: np.ndarray, key: Any = None) -> tuple[bytes, Any]:
+        seal = self.seal
+        level = seal.level(r[0])
+        plains = self._feature_plains(X, key, len(r), level)
         totals = []
-        for j in range(X.shape[1]):
-            plain = self._plain_chunks(X[:, j], chunks)
-            totals.append(self._sum([c * p for c, p in zip(r, plain, strict=True)]))
-        out, mu = self._finish(totals, with_mu=True)
-        return self.peer.serialize_vectors(out), mu
+        for column in plains:
+            # SEAL refuses products with an all-zero plaintext (a zero column in this chunk)
+            products = [
+                seal.multiply_plain(c, p) for c, p in zip(r, column, strict=True) if p is not None
+            ]
+            if products:
+                totals.append(seal.rescale(self._sum(products)))
+            else:
+                scale = seal.rescaled_scale(r[0].scale * seal.scale, level)
+                totals.append(seal.encrypt(np.zeros(self.slots), level + 1, scale))
+        return self._finish(totals, with_mu=True)
 
     def unmask(self, values: Any, secret: np.ndarray) -> np.ndarray:
         return _float_array(values, secret.shape, "masked gradient") - secret
 
     def bank_gradient(self, r: list[Any], feats: list[list[Any]]) -> bytes:
-        residual, _ = self._finish([self._sum(list(r))], with_mu=False)
-        totals = [self._sum([a * b for a, b in zip(column, r, strict=True)]) for column in feats]
-        out, _ = self._finish(totals, with_mu=False) if totals else ([], None)
-        return self.peer.serialize_vectors(residual + out)
+        seal = self.seal
+        residual = self._sum(r)
+        totals = [
+            seal.rescale(self._sum([seal.multiply(a, b) for a, b in zip(column, r, strict=True)]))
+            for column in feats
+        ]
+        wire, _ = self._finish([residual, *totals], with_mu=False)
+        return wire
 
     def total(self, coeffs: list[list[Any]], basis: np.ndarray) -> bytes:
-        out, _ = self._finish([self._sum(self.residual(coeffs, basis))], with_mu=False)
-        return self.peer.serialize_vectors(out)
+        wire, _ = self._finish([self._sum(self.residual(coeffs, basis))], with_mu=False)
+        return wire
 
     def add_to(self, enc: list[list[Any]], z: np.ndarray) -> bytes:
+        """Per-row ``u_b + z``: each row is read by the bank, so the fresh encryption carries
+        only flooding noise (no zero-sum mask)."""
+        from jointcredit.crypto.ckks import frame_serialized
+
+        seal = self.seal
         chunks = enc[0]
-        plain = self._plain_chunks(z, len(chunks))
-        out = [c + p for c, p in zip(chunks, plain, strict=True)]
-        return self.peer.serialize_vectors(self.peer.rerandomize(out, noise_std=self.noise_std))
+        out = []
+        for c, part in zip(chunks, self._chunks(z, len(chunks)), strict=True):
+            total = seal.mod_switch(seal.add_plain(c, seal.encode(part, seal.level(c))), seal.last)
+            noise = _gaussian(self.slots, self.noise_std) if self.noise_std > 0 else 0 * part
+            out.append(seal.add_into(total, seal.encrypt(noise, seal.last, total.scale)))
+        sizes = [min(self.slots, z.size - i * self.slots) for i in range(len(out))]
+        return frame_serialized([seal.dump(t, n) for t, n in zip(out, sizes, strict=True)])
+
+
+def encrypt_masks(
+    seal: Any, scale: float, count: int, with_mu: bool, slot_mask: float, noise_std: float
+) -> list[tuple[float, Any]]:
+    """``count`` last-level encryptions of ``zero_sum + mu / slots + noise`` at ``scale``, each
+    with its ``mu`` (0 unless ``with_mu``): adding one changes a slot-sum by exactly ``mu``."""
+    slots = seal.slots
+    mus = _uniform(count, slot_mask * slots) if with_mu else np.zeros(count)
+    out = []
+    for mu in mus:
+        mask = _zero_sum(slots, slot_mask) + mu / slots
+        if noise_std > 0:
+            mask = mask + _gaussian(slots, noise_std)
+        out.append((float(mu), seal.encrypt(mask, seal.last, scale)))
+    return out
 
 
 def _straus(bases: Sequence[Any], exps: Sequence[int], mod: Any) -> Any:
@@ -728,7 +815,9 @@ class _PaillierCenter:
             for row, exps in zip(coeffs, self._basis_exps(basis), strict=True)
         ]
 
-    def center_gradient(self, r: list[Any], X: np.ndarray) -> tuple[bytes, list[int]]:
+    def center_gradient(
+        self, r: list[Any], X: np.ndarray, key: Any = None
+    ) -> tuple[bytes, list[int]]:
         from gmpy2 import invert, powmod
 
         from jointcredit.crypto.paillier import compress
@@ -969,7 +1058,7 @@ class HeteroLRCenter:
                     X = X_batches[b]
                     basis = center_basis(X @ w, window, degree)
                     r = crypto.residual(coeffs, basis)
-                    grad_wire, secret = crypto.center_gradient(r, X)
+                    grad_wire, secret = crypto.center_gradient(r, X, key=b)
                     bank_wire = crypto.bank_gradient(r, feats[b])
                     reply = require_fields(
                         channel.request(
