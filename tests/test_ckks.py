@@ -311,3 +311,95 @@ def test_galois_keys_only_when_requested():
     assert CKKSPeer.from_public_bytes(b_with).galois_keys
     assert not CKKSPeer.from_public_bytes(b_without).galois_keys
     assert len(without.public_context_bytes(relin_keys=True)) > len(b_without)
+
+
+# --- SealEvaluator: the level-aware SEAL path used by hetero LR --------------------------------
+
+
+@pytest.fixture(scope="module")
+def training_pair():
+    """An owner whose public context carries relinearization keys, and the peer's evaluator."""
+    from jointcredit.crypto.ckks import SealEvaluator
+
+    key_owner = CKKSKeyOwner(n_threads=1)
+    peer = CKKSPeer.from_public_bytes(key_owner.public_context_bytes(relin_keys=True))
+    seal = SealEvaluator(peer)
+    yield key_owner, seal
+    seal.close()
+
+
+def _to_owner(key_owner, seal, cts, size=None):
+    from jointcredit.crypto.ckks import frame_serialized
+
+    vectors = deserialize_vectors(key_owner, frame_serialized([seal.dump(c, size) for c in cts]))
+    return [key_owner.decrypt([v], v.size()) for v in vectors]
+
+
+def test_seal_evaluator_products_sums_and_levels_decrypt_to_numpy(training_pair):
+    key_owner, seal = training_pair
+    rng = np.random.default_rng(11)
+    n = key_owner.slots
+    a, b, x, y = (rng.uniform(-1, 1, n) for _ in range(4))
+    enc_a, enc_b = (seal.ciphertexts(key_owner.encrypt(v))[0] for v in (a, b))
+    assert seal.level(enc_a) == 0
+    # two plaintext products summed, then one rescale: one level used
+    total = seal.add_into(
+        seal.multiply_plain(enc_a, seal.encode(x, 0)), seal.multiply_plain(enc_b, seal.encode(y, 0))
+    )
+    total = seal.rescale(total)
+    assert seal.level(total) == 1
+    assert total.scale == pytest.approx(seal.rescaled_scale(seal.scale**2, 0), rel=1e-12)
+    # ciphertext x ciphertext across levels (a is switched down), relinearized and rescaled
+    product = seal.rescale(seal.multiply(enc_a, total))
+    assert seal.level(product) == seal.last
+    # a fresh encryption made directly at the last level adds to it
+    shift = rng.uniform(-1, 1, n)
+    shifted = seal.add(product, seal.encrypt(shift, seal.last, product.scale))
+    (got_total, got_product, got_shifted) = _to_owner(key_owner, seal, [total, product, shifted])
+    np.testing.assert_allclose(got_total, a * x + b * y, atol=PRODUCT_ATOL)
+    np.testing.assert_allclose(got_product, a * (a * x + b * y), atol=PRODUCT_ATOL)
+    np.testing.assert_allclose(got_shifted, a * (a * x + b * y) + shift, atol=PRODUCT_ATOL)
+    # add() leaves its operands alone; mod_switch keeps the value and drops primes
+    (again,) = _to_owner(key_owner, seal, [product])
+    np.testing.assert_allclose(again, got_product, atol=1e-9)
+    low = seal.mod_switch(total, seal.last)
+    assert seal.level(low) == seal.last and low.scale == total.scale
+    (got_low,) = _to_owner(key_owner, seal, [low], size=100)
+    np.testing.assert_allclose(got_low, (a * x + b * y)[:100], atol=PRODUCT_ATOL)
+    # last-level results are the small ones: one prime instead of three
+    assert len(seal.dump(low)) < 0.5 * len(key_owner.encrypt(a)[0].serialize())
+
+
+def test_seal_evaluator_raw_round_trip_and_rejection(training_pair):
+    key_owner, seal = training_pair
+    ct = seal.encrypt(np.linspace(-1, 1, 50), seal.last)
+    back = seal.load_raw(seal.dump_raw(ct))
+    (values,) = _to_owner(key_owner, seal, [back], size=50)
+    np.testing.assert_allclose(values, np.linspace(-1, 1, 50), atol=1e-6)
+    raw = seal.dump_raw(ct)
+    for bad in (b"", b"garbage" * 10, raw[: len(raw) // 2]):
+        with pytest.raises(MalformedMessageError, match="cannot load"):
+            seal.load_raw(bad)
+    # a ciphertext under other parameters is refused by SEAL's own validity check (at level 0:
+    # the last levels of both chains hold the same single 60-bit prime, so they coincide)
+    from jointcredit.crypto.ckks import SealEvaluator
+
+    other = CKKSKeyOwner(CKKSParams(8192, (60, 30, 30, 60), 30), n_threads=1)
+    foreign = SealEvaluator(CKKSPeer.from_public_bytes(other.public_context_bytes()))
+    try:
+        with pytest.raises(MalformedMessageError):
+            seal.load_raw(foreign.dump_raw(foreign.encrypt(np.ones(4), 0)))
+    finally:
+        foreign.close()
+
+
+def test_seal_evaluator_needs_keys_it_does_not_have(owner, peer):
+    from jointcredit.crypto.ckks import SealEvaluator
+
+    seal = SealEvaluator(peer)  # public context without relinearization keys
+    try:
+        enc = seal.ciphertexts(owner.encrypt(np.ones(8)))[0]
+        with pytest.raises(CryptoError, match="relinearization"):
+            seal.multiply(enc, enc)
+    finally:
+        seal.close()

@@ -22,7 +22,12 @@ import pytest
 
 import jointcredit.learn.linear as lin
 from jointcredit.data import load_party_table
-from jointcredit.errors import DataValidationError, JointCreditError, ProtocolError
+from jointcredit.errors import (
+    DataValidationError,
+    JointCreditError,
+    MalformedMessageError,
+    ProtocolError,
+)
 from jointcredit.learn.linear import (
     HeteroLogisticRegression,
     HeteroScorecard,
@@ -213,6 +218,43 @@ def test_backend_primitives_decrypt_to_plaintext_results(variant):
         for side in (bank, center):
             if hasattr(side, "close"):
                 side.close()
+
+
+def test_ckks_center_over_several_chunks_with_a_zero_column_and_cached_plaintexts():
+    """Two ciphertexts per column (n > slots), one center column all zero (SEAL refuses products
+    with a zero plaintext), and feature plaintexts cached per batch key across calls."""
+    rng = np.random.default_rng(8)
+    n, degree = 5000, 3
+    coeffs = rng.normal(0, 0.2, (n, degree + 1))
+    basis = center_basis(rng.normal(0, 2, n), 6.0, degree)
+    X_c = np.column_stack([rng.normal(size=n), np.zeros(n), rng.normal(size=n)])
+    X_b = rng.normal(size=(n, 2))
+    bank = lin._bank_crypto("ckks", degree=degree)
+    center = lin._center_crypto("ckks", bank.public(), degree=degree)
+    try:
+        enc_c = center.load_matrix(bank.encrypt_matrix(coeffs, basis=True), n, degree + 1)
+        assert len(enc_c[0]) == 2
+        r = center.residual(enc_c, basis)
+        r_plain = np.einsum("ik,ik->i", coeffs, basis)
+        for X in (X_c, X_c, 2 * X_c):  # the third call has another key: no stale plaintexts
+            key = "twice" if X is X_c else "other"
+            wire, secret = center.center_gradient(r, X, key=key)
+            got = center.unmask(bank.open_masked(wire, 3), secret)
+            np.testing.assert_allclose(got, X.T @ r_plain, atol=0.5)
+        assert set(center._plains) == {("twice", 1), ("other", 1)}
+        feats = lin._load_features(center, bank.encrypt_features(X_b), n, 2)
+        grad_x, grad_0 = bank.open_bank_gradient(center.bank_gradient(r, feats), X_b)
+        np.testing.assert_allclose(grad_x, X_b.T @ r_plain, atol=0.5)
+        assert grad_0 == pytest.approx(r_plain.sum(), abs=0.5)
+        # the coefficient vectors must be fresh: a ciphertext with a level used is refused
+        from jointcredit.crypto.ckks import frame_serialized
+
+        used = center.seal.mod_switch(enc_c[0][0], 1)
+        with pytest.raises(MalformedMessageError, match="fresh"):
+            center.load_matrix(frame_serialized([center.seal.dump(used)]), 100, 1)
+    finally:
+        bank.close()
+        center.close()
 
 
 # --- end to end: encrypted = plain reference -------------------------------------------------
