@@ -166,7 +166,8 @@ def test_backend_primitives_decrypt_to_plaintext_results(variant):
     # ckks_prefetch: the center's masks are encrypted ahead in its worker process
     backend = variant.split("_")[0]
     rng = np.random.default_rng(7)
-    n, degree, d_c, d_b = 300, 4, 3, 2
+    # 13 center columns fold as 8 + 4 + 1, 6 bank columns + ones as 4 + 2 + 1 (CKKS)
+    n, degree, d_c, d_b = 300, 4, 13, 6
     coeffs = rng.normal(0, 0.2, (n, degree + 1))
     basis = center_basis(rng.normal(0, 2, n), 6.0, degree)
     X_c = rng.normal(size=(n, d_c))
@@ -354,13 +355,60 @@ def test_transcript_audit_sentinels_never_cross_in_the_clear(runs, backend):
             assert arr.size < 128
 
 
-def test_ckks_public_context_has_no_galois_keys(runs):
+def test_ckks_training_keys_are_the_context_and_three_rotation_keys_only(runs):
+    """No full Galois key set (~35 MB): the center gets the rotations folding needs, ~4 MB."""
     _, s, _ = runs["ckks"]
     start = codec.unpack(s.transcript.payloads(Role.BANK, "hetero_lr")[0])
-    from jointcredit.crypto.ckks import CKKSPeer
+    from jointcredit.crypto.ckks import CKKSPeer, SealEvaluator
 
-    peer = CKKSPeer.from_public_bytes(start["public"])
-    assert not peer.galois_keys and len(start["public"]) < 5_000_000
+    public = start["public"]
+    peer = CKKSPeer.from_public_bytes(public["context"])
+    assert not peer.galois_keys and len(public["context"]) < 5_000_000
+    assert len(public["rotations"]) < 6_000_000
+    seal = SealEvaluator(peer)
+    try:
+        seal.load_rotation_keys(public["rotations"], lin.rotation_steps(peer.slots))
+        assert lin.rotation_steps(peer.slots) == [2048, 1024, 512]
+        with pytest.raises(MalformedMessageError, match="none for steps"):
+            seal.load_rotation_keys(public["rotations"], [256])
+    finally:
+        seal.close()
+
+
+def test_ckks_center_refuses_bad_rotation_keys():
+    bank = lin._bank_crypto("ckks")
+    public = bank.public()
+    try:
+        for bad in (
+            {"context": public["context"]},  # missing
+            {**public, "rotations": "keys"},  # not bytes
+            {**public, "rotations": b"x" * 100},  # not SEAL keys
+            {**public, "rotations": b"x" * 13_000_000},  # oversized
+            {**public, "rotations": bank.owner.rotation_keys([2048, 1024])},  # one step short
+        ):
+            with pytest.raises(MalformedMessageError):
+                lin._center_crypto("ckks", bad)
+    finally:
+        bank.close()
+
+
+def test_block_layout_folds_to_per_column_sums():
+    """Plain check of the packing arithmetic: rotate P_j by j * L, add, sum each block."""
+    rng = np.random.default_rng(4)
+    slots, n = 64, 150  # three chunks, the last partial
+    for B in (1, 2, 4, 8):
+        M, r = rng.normal(size=(n, B)), rng.normal(size=n)
+        P = lin.block_layout(M, slots)
+        r_pad = np.concatenate([r, np.zeros(P.shape[0] - n)])
+        folded = np.zeros(slots)
+        for c in range(P.shape[0] // slots):
+            part = slice(c * slots, (c + 1) * slots)
+            for j in range(B):
+                folded += np.roll(P[part, j] * r_pad[part], -j * (slots // B))
+        np.testing.assert_allclose(lin.block_sums(folded, B), M.T @ r, atol=1e-9)
+    assert lin.block_groups(13) == [(0, 8), (8, 4), (12, 1)]
+    assert lin.block_groups(11) == [(0, 8), (8, 2), (10, 1)]
+    assert lin.block_groups(16) == [(0, 8), (8, 8)] and lin.block_groups(0) == []
 
 
 # --- scoring -------------------------------------------------------------------------------------

@@ -499,6 +499,25 @@ class CKKSKeyOwner(_CKKSParty):
         out = np.concatenate(parts) if parts else np.zeros(0)
         return out[:length]
 
+    def rotation_keys(self, steps: Sequence[int]) -> bytes:
+        """Galois keys for slot rotations by exactly ``steps`` (SEAL's serialization).
+
+        A peer that needs a few fixed rotations gets only these: each is one key-switching key
+        (~1.4 MB at N = 8192), where TenSEAL's full set is ~35 MB.
+        """
+        import tenseal.sealapi as sealapi
+
+        steps = [int(s) for s in steps]
+        if not steps or any(not 0 < s < self.slots for s in steps):
+            raise ValueError(f"steps: rotations must lie in 1..{self.slots - 1}, got {steps}")
+        seal_context = self.context.seal_context().data
+        elements = seal_context.key_context_data().galois_tool().get_elts_from_steps(steps)
+        keys = sealapi.GaloisKeys()
+        sealapi.KeyGenerator(seal_context, self.context.data.secret_key()).create_galois_keys(
+            elements, keys
+        )
+        return SealFile().dump(keys)
+
     def to_bytes(self) -> bytes:
         """Serialize the full context *including the secret key* for the owner's own storage."""
         body = self.context.serialize(
@@ -737,6 +756,34 @@ class SealEvaluator:
         """Divide by the level's last prime and drop it (after a product)."""
         out = self._sealapi.Ciphertext()
         self._evaluator.rescale_to_next(ct, out)
+        return out
+
+    def load_rotation_keys(self, data: bytes, steps: Sequence[int]) -> None:
+        """Accept the owner's :meth:`CKKSKeyOwner.rotation_keys`, which must cover ``steps``.
+
+        Raises:
+            MalformedMessageError: bytes SEAL cannot load under this context, or keys missing
+                for one of ``steps``.
+        """
+        if not isinstance(data, bytes):
+            raise MalformedMessageError("rotation keys: expected bytes")
+        try:
+            keys = self._file.load(self._sealapi.GaloisKeys(), self.seal_context, data)
+        except Exception as exc:  # SEAL refuses keys of other parameters / garbage
+            raise MalformedMessageError(f"rotation keys: cannot load ({exc})") from exc
+        tool = self.seal_context.key_context_data().galois_tool()
+        missing = [s for s in steps if not keys.has_key(tool.get_elt_from_step(int(s)))]
+        if missing:
+            raise MalformedMessageError(f"rotation keys: none for steps {missing}")
+        self._galois_keys = keys
+
+    def rotate(self, ct: Any, steps: int) -> Any:
+        """Slots moved left by ``steps`` (cyclically): ``out[i] = ct[(i + steps) % slots]``."""
+        keys = getattr(self, "_galois_keys", None)
+        if keys is None:
+            raise CryptoError("rotate: no rotation keys loaded")
+        out = self._sealapi.Ciphertext()
+        self._evaluator.rotate_vector(ct, int(steps), keys, out)
         return out
 
     def rescaled_scale(self, scale: float, level: int) -> float:

@@ -3,21 +3,21 @@ coefficient columns, made on the idle core.
 
 Every ciphertext the center returns in hetero LR is re-randomized by adding a *fresh* public-key
 encryption of its mask plus flooding noise (see ``_CkksCenter._finish`` in ``linear.py``). That
-encryption, made at the last level, costs about 4 ms, and a mini-batch needs one per feature of
-both parties: without the worker, a third of training time on default_credit. The masks do not
-depend on any data, so a worker process can encrypt the next batch's masks while the center
-computes on this one. TenSEAL holds the GIL, which rules out a thread; the center's worker
-holds the bank's *public* context only.
+encryption, made at the last level, costs about 4 ms, and a mini-batch needs one per returned
+ciphertext. The masks do not depend on any data, so a worker process can encrypt the next
+batch's masks while the center computes on this one. TenSEAL holds the GIL, which rules out a
+thread; the center's worker holds the bank's *public* context only.
 
-The pool hands out ``(mu, ciphertext)`` pairs: the ciphertext encrypts
-``zero_sum + mu / slots + noise`` where ``zero_sum`` sums to zero over the slots, so adding it
-changes a slot-sum by exactly ``mu``; the center keeps ``mu`` (0 for results whose slot-sums
-the bank may read directly).
+The pool hands out ``(mus, ciphertext)`` pairs: the ciphertext encrypts, in each of its
+``blocks`` equal blocks, ``zero_sum + mu / block_size + noise`` where ``zero_sum`` sums to zero
+over the block, so adding it changes each block sum by exactly its ``mu``; the center keeps the
+``mus`` (zeros for results whose block sums the bank may read directly).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
@@ -42,13 +42,13 @@ def _owner_init(owner: bytes) -> None:
 
 
 def _encrypt_masks(
-    scale: float, count: int, with_mu: bool, slot_mask: float, noise_std: float
-) -> tuple[list[float], list[bytes]]:
+    scale: float, count: int, blocks: int, with_mu: bool, slot_mask: float, noise_std: float
+) -> list[tuple[list[float], bytes]]:
     from jointcredit.learn.linear import encrypt_masks
 
     seal = _WORKER["seal"]
-    made = encrypt_masks(seal, scale, count, with_mu, slot_mask, noise_std)
-    return [mu for mu, _ in made], [seal.dump_raw(ct) for _, ct in made]
+    made = encrypt_masks(seal, scale, count, blocks, with_mu, slot_mask, noise_std)
+    return [(mus, seal.dump_raw(ct)) for mus, ct in made]
 
 
 def encrypt_column(owner: Any, seeded: Any, column: list[float]) -> bytes:
@@ -77,7 +77,25 @@ def start_worker(initializer: Any, context: bytes) -> tuple[ProcessPoolExecutor,
         initializer=initializer,
         initargs=(context,),
     )
-    return executor, executor.submit(int)  # start it now, not on the first real task
+    started: Future = Future()
+
+    def launch() -> None:
+        # launching blocks ~0.5 s on the forkserver; the caller keeps computing meanwhile
+        try:
+            executor.submit(int).add_done_callback(lambda done: _settle(started, done))
+        except Exception as exc:  # noqa: BLE001 - reported through the future
+            started.set_exception(exc)
+
+    threading.Thread(target=launch, name="jointcredit-worker-launch", daemon=True).start()
+    return executor, started
+
+
+def _settle(target: Future, done: Future) -> None:
+    exc = done.exception()
+    if exc is None:
+        target.set_result(True)
+    else:
+        target.set_exception(exc)
 
 
 class ColumnEncryptor:
@@ -111,36 +129,45 @@ _CHUNK = 4
 class MaskEncryptionPool:
     """One worker process that keeps a batch's worth of mask encryptions in stock per kind.
 
-    A kind is ``(scale, with_mu)``. :meth:`take` never blocks on the worker: it uses the
-    encryptions the worker has finished and lets the caller make the rest itself, then orders
-    enough new ones to cover the next request of that size. The worker therefore takes as
-    large a share as it can keep up with, and the main process never idles waiting for it.
+    A kind is ``(scale, blocks, with_mu)``. :meth:`take` never blocks on the worker: it uses
+    the encryptions the worker has finished and lets the caller make the rest itself, then
+    (once the worker is up) orders enough new ones to cover the next request of that size. The worker therefore takes
+    as large a share as it can keep up with, and the main process never idles waiting for it.
     """
 
     def __init__(self, public: bytes, *, slot_mask: float, noise_std: float) -> None:
-        self._executor, _ = start_worker(_peer_init, public)
+        self._executor, self._started = start_worker(_peer_init, public)
         self._slot_mask = float(slot_mask)
         self._noise_std = float(noise_std)
-        self._pending: dict[tuple[float, bool], deque[Future]] = {}
-        self._stock: dict[tuple[float, bool], list[tuple[float, bytes]]] = {}
+        self._pending: dict[tuple[float, int, bool], deque[Future]] = {}
+        self._stock: dict[tuple[float, int, bool], list[tuple[list[float], bytes]]] = {}
         self.made_by_worker = 0
 
-    def take(self, scale: float, count: int, with_mu: bool) -> list[tuple[float, bytes]]:
-        """Up to ``count`` ready ``(mu, ciphertext)`` pairs (possibly none); each ciphertext is
-        SEAL's serialization of a last-level encryption at ``scale``."""
-        kind = (float(scale), bool(with_mu))
+    def take(
+        self, scale: float, count: int, blocks: int, with_mu: bool
+    ) -> list[tuple[list[float], bytes]]:
+        """Up to ``count`` ready ``(mus, ciphertext)`` pairs (possibly none); each ciphertext is
+        SEAL's serialization of a last-level encryption at ``scale`` with ``blocks`` blocks."""
+        kind = (float(scale), int(blocks), bool(with_mu))
         pending = self._pending.setdefault(kind, deque())
         stock = self._stock.setdefault(kind, [])
         while pending and pending[0].done():
-            mus, blobs = pending.popleft().result()
-            stock.extend(zip(mus, blobs, strict=True))
+            stock.extend(pending.popleft().result())
         ready, self._stock[kind] = stock[:count], stock[count:]
+        if not self._started.done():
+            return ready  # the caller makes them all until the worker is up
         in_stock = len(self._stock[kind]) + _CHUNK * len(pending)
         for _ in range(max(0, -(-(count - in_stock) // _CHUNK))):
             pending.append(
                 self._executor.submit(
-                    _encrypt_masks, kind[0], _CHUNK, kind[1], self._slot_mask, self._noise_std
-                )
+                    _encrypt_masks,
+                    kind[0],
+                    _CHUNK,
+                    kind[1],
+                    kind[2],
+                    self._slot_mask,
+                    self._noise_std,
+                )  # fmt: skip
             )
         self.made_by_worker += len(ready)
         return ready

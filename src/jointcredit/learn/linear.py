@@ -78,6 +78,12 @@ _CKKS_SLOT_MASK = 2.0**16
 #: coefficient vectors) when a job needs at least this many encryptions (~9 ms each with
 #: serialization); below it the worker's start-up (~1 s) does not pay.
 PREFETCH_MIN_ENCRYPTIONS = 400
+#: CKKS results carry up to this many sums each, one per block of ``slots / blocks`` slots: the
+#: center folds the products of a group of features into one ciphertext with ``blocks - 1``
+#: rotations (~1 ms each at the last level) instead of returning one ciphertext per feature
+#: (~5 ms of fresh encryption, serialization and decryption each, 131 kB on the wire). The
+#: rotation keys this needs are ``log2(blocks)`` key-switching keys, ~4 MB.
+CKKS_BLOCKS = 8
 
 # Paillier fixed point: Chebyshev coefficients, basis values and features.
 _F_COEF = 24
@@ -139,6 +145,63 @@ def loss_coefficients(u_bank: np.ndarray, y: np.ndarray, window: float, degree: 
 def center_basis(z: np.ndarray, window: float, degree: int) -> np.ndarray:
     """The center's plaintext basis ``T_k(clip(z / window, -1, 1))``."""
     return chebyshev_basis(np.clip(np.asarray(z) / window, -1.0, 1.0), degree)
+
+
+# --------------------------------------------------------------------------------------------
+# CKKS block packing (public arithmetic, no secrets)
+# --------------------------------------------------------------------------------------------
+
+
+def block_groups(count: int, max_blocks: int = CKKS_BLOCKS) -> list[tuple[int, int]]:
+    """Consecutive groups ``(start, size)`` of ``count`` columns, sizes powers of two up to
+    ``max_blocks``, largest first: each group becomes one returned ciphertext."""
+    groups, start = [], 0
+    while start < count:
+        size = max_blocks
+        while size > count - start:
+            size //= 2
+        groups.append((start, size))
+        start += size
+    return groups
+
+
+def block_layout(M: np.ndarray, slots: int) -> np.ndarray:
+    """The ``B`` (= ``M.shape[1]``, a power of two) columns ``P_j`` whose slot-wise products with
+    an encrypted vector ``r``, rotated left by ``j * L`` (``L = slots / B``) and added up, leave
+    in block ``q`` (slots ``qL .. qL + L - 1``) products whose sum is ``sum_i M[i, q] r_i``.
+
+    Per chunk of ``slots`` rows, ``P_j[i] = M[i, (i // L - j) mod B]``: slot ``i`` of the folded
+    result collects rows ``i, i + L, ..., i + (B - 1) L`` (mod ``slots``) of column ``i // L``.
+    """
+    M = np.asarray(M, dtype=np.float64)
+    n, B = M.shape
+    chunks = max(1, math.ceil(n / slots))
+    padded = np.zeros((chunks * slots, B))
+    padded[:n] = M
+    i = np.arange(slots)
+    source = ((i // (slots // B))[:, None] - np.arange(B)[None, :]) % B  # (slots, B)
+    out = np.empty_like(padded)
+    for c in range(chunks):
+        part = padded[c * slots : (c + 1) * slots]
+        out[c * slots : (c + 1) * slots] = part[i[:, None], source]
+    return out
+
+
+def packed_columns(M: np.ndarray, slots: int, max_blocks: int = CKKS_BLOCKS) -> np.ndarray:
+    """:func:`block_layout` of each of :func:`block_groups`, side by side (same column count)."""
+    M = np.asarray(M, dtype=np.float64)
+    parts = [block_layout(M[:, a : a + b], slots) for a, b in block_groups(M.shape[1], max_blocks)]
+    return np.concatenate(parts, axis=1)
+
+
+def rotation_steps(slots: int, max_blocks: int = CKKS_BLOCKS) -> list[int]:
+    """The rotations folding uses: ``slots / 2, slots / 4, ..., slots / max_blocks``."""
+    return [slots >> k for k in range(1, max_blocks.bit_length())]
+
+
+def block_sums(values: np.ndarray, blocks: int) -> np.ndarray:
+    """Sum of each of ``blocks`` equal blocks of a decrypted vector."""
+    return np.asarray(values, dtype=np.float64).reshape(blocks, -1).sum(axis=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,9 +345,16 @@ class _CkksBank:
         self.owner = CKKSKeyOwner.from_bytes(state["owner"])
         self.slots = self.owner.slots
 
-    def public(self, *, for_training: bool = True) -> bytes:
-        # relinearization keys: the center multiplies Enc(r) by the bank's encrypted features
-        return self.owner.public_context_bytes(relin_keys=for_training)
+    def public(self, *, for_training: bool = True) -> Any:
+        """Scoring: the public context. Training: also relinearization keys (the center
+        multiplies ``Enc(r)`` by the bank's encrypted features) and the rotation keys of
+        :func:`rotation_steps` (it folds several sums into one ciphertext)."""
+        if not for_training:
+            return self.owner.public_context_bytes()
+        return {
+            "context": self.owner.public_context_bytes(relin_keys=True),
+            "rotations": self.owner.rotation_keys(rotation_steps(self.slots)),
+        }
 
     def _pad(self, v: np.ndarray) -> np.ndarray:
         n = v.size
@@ -341,25 +411,38 @@ class _CkksBank:
         return frame_serialized(blobs)
 
     def encrypt_features(self, X: np.ndarray) -> bytes:
-        return self.encrypt_matrix(X)
+        """A ones column (for the sum of residuals) and ``X``, in the packed layout the center
+        folds (:func:`packed_columns`)."""
+        X = np.asarray(X, dtype=np.float64)
+        ones_and_x = np.column_stack([np.ones(X.shape[0]), X])
+        return self.encrypt_matrix(packed_columns(ones_and_x, self.slots))
 
-    def _slot_sums(self, wire: Any, count: int, what: str) -> np.ndarray:
+    def _block_sums(self, wire: Any, count: int, what: str) -> np.ndarray:
+        """``count`` sums: one per block of each returned vector (see :func:`block_groups`)."""
         if not isinstance(wire, bytes):
             raise MalformedMessageError(f"{what}: expected serialized CKKS vectors")
         vectors = self.owner.deserialize_vectors(wire)
-        if len(vectors) != count:
-            raise MalformedMessageError(f"{what}: expected {count} vectors, got {len(vectors)}")
-        return np.array([self.owner.decrypt([v], v.size()).sum() for v in vectors])
+        groups = block_groups(count)
+        if len(vectors) != len(groups) or any(v.size() != self.slots for v in vectors):
+            raise MalformedMessageError(
+                f"{what}: expected {len(groups)} full vectors, got {len(vectors)}"
+            )
+        return np.concatenate(
+            [
+                block_sums(self.owner.decrypt([v], self.slots), size)
+                for v, (_, size) in zip(vectors, groups, strict=True)
+            ]
+        )
 
     def open_masked(self, wire: Any, count: int) -> np.ndarray:
-        return self._slot_sums(wire, count, "masked gradient")
+        return self._block_sums(wire, count, "masked gradient")
 
     def open_bank_gradient(self, wire: Any, X: np.ndarray) -> tuple[np.ndarray, float]:
-        sums = self._slot_sums(wire, X.shape[1] + 1, "bank gradient")
+        sums = self._block_sums(wire, X.shape[1] + 1, "bank gradient")
         return sums[1:], float(sums[0])
 
     def open_total(self, wire: Any) -> float:
-        return float(self._slot_sums(wire, 1, "total")[0])
+        return float(self._block_sums(wire, 1, "total")[0])
 
     def decrypt_vector(self, wire: Any, n: int) -> np.ndarray:
         if not isinstance(wire, bytes):
@@ -372,8 +455,9 @@ class _CkksBank:
 
 class _CkksCenter:
     """The center's CKKS arithmetic, directly on SEAL (:class:`~jointcredit.crypto.ckks.
-    SealEvaluator`): its feature columns are encoded once per batch and reused every epoch,
-    products are summed before one rescale, and results go back at the last level (one prime),
+    SealEvaluator`): its feature columns are laid out and encoded once per batch and reused
+    every epoch, products are summed before one rescale, the sums of up to :data:`CKKS_BLOCKS`
+    features are folded into one ciphertext, and results go back at the last level (one prime),
     re-randomized by fresh encryptions made at that level."""
 
     backend = "ckks"
@@ -381,22 +465,34 @@ class _CkksCenter:
     #: Encoded feature columns kept for reuse across epochs, at most this many bytes (beyond it
     #: columns are encoded again each time: the same result, slower).
     PLAIN_CACHE_BYTES = 512 * 2**20
+    #: Rotation keys for :func:`rotation_steps` are ~4.2 MB at N = 8192; a full set is ~35 MB.
+    MAX_ROTATION_KEY_BYTES = 12_000_000
 
     def __init__(self, public: Any, *, noise_std: float = 2.0**-10) -> None:
         from jointcredit.crypto.ckks import CKKSPeer, SealEvaluator
 
-        if not isinstance(public, bytes):
+        training = isinstance(public, dict)
+        if training:
+            public = require_fields(public, "hetero_lr public", ("context", "rotations"))
+            context, rotations = public["context"], public["rotations"]
+            if not isinstance(rotations, bytes) or len(rotations) > self.MAX_ROTATION_KEY_BYTES:
+                raise MalformedMessageError("ckks: rotations must be at most 12 MB of key bytes")
+        else:
+            context, rotations = public, None
+        if not isinstance(context, bytes):
             raise MalformedMessageError("ckks: public context must be bytes")
-        self.peer = CKKSPeer.from_public_bytes(public)
+        self.peer = CKKSPeer.from_public_bytes(context)
         if self.peer.params.depth < 2:
             raise ProtocolError("ckks: hetero LR needs a multiplicative depth of 2")
         if self.peer.galois_keys:
-            # not needed by this protocol; refusing keeps the 35 MB key transfer out for good
+            # the protocol needs a few rotations only: refusing the full set keeps its 35 MB out
             raise ProtocolError("ckks: the center expects a public context without Galois keys")
         self.seal = SealEvaluator(self.peer)
         self.slots = self.peer.slots
+        if rotations is not None:
+            self.seal.load_rotation_keys(rotations, rotation_steps(self.slots))
         self.noise_std = float(noise_std)
-        self._public = public
+        self._context = context
         self._pool: Any = None
         self._plains: dict[Any, list[list[Any]]] = {}
         self._plain_bytes = 0
@@ -412,6 +508,10 @@ class _CkksCenter:
         if any(self.seal.level(c) != 0 for c in cts):
             raise MalformedMessageError("ckks: expected fresh ciphertexts (every level unused)")
         return [cts[j * chunks : (j + 1) * chunks] for j in range(m)]
+
+    def load_features(self, wire: Any, n: int, d: int) -> list[list[Any]]:
+        """The bank's ones column and ``d`` features, in the packed layout."""
+        return self.load_matrix(wire, n, d + 1)
 
     def _chunks(self, v: np.ndarray, chunks: int) -> list[np.ndarray]:
         padded = np.concatenate([v, np.zeros(chunks * self.slots - v.size)])
@@ -435,16 +535,18 @@ class _CkksCenter:
         return out
 
     def _feature_plains(self, X: np.ndarray, key: Any, chunks: int, level: int) -> list[list[Any]]:
-        """The center's feature columns encoded at ``level``: built once per batch ``key``."""
+        """The center's feature columns in the packed layout, encoded at ``level`` (None where a
+        chunk is all zero): built once per batch ``key``."""
         cached = self._plains.get((key, level))
         if cached is not None:
             return cached
+        packed = packed_columns(X, self.slots)
         plains = [
             [self.seal.encode(part, level) if part.any() else None
-             for part in self._chunks(X[:, j], chunks)]
-            for j in range(X.shape[1])
+             for part in self._chunks(packed[:, j], chunks)]
+            for j in range(packed.shape[1])
         ]  # fmt: skip
-        size = X.shape[1] * chunks * self.slots * 16 * (self.seal.last - level + 1)
+        size = packed.shape[1] * chunks * self.slots * 16 * (self.seal.last - level + 1)
         if key is not None and self._plain_bytes + size <= self.PLAIN_CACHE_BYTES:
             self._plains[(key, level)] = plains
             self._plain_bytes += size
@@ -456,7 +558,7 @@ class _CkksCenter:
             from jointcredit.learn._mask_pool import MaskEncryptionPool
 
             self._pool = MaskEncryptionPool(
-                self._public, slot_mask=_CKKS_SLOT_MASK, noise_std=self.noise_std
+                self._context, slot_mask=_CKKS_SLOT_MASK, noise_std=self.noise_std
             )
 
     def close(self) -> None:
@@ -466,17 +568,21 @@ class _CkksCenter:
         self._plains.clear()
         self.seal.close()
 
-    def _fresh(self, scale: float, count: int, with_mu: bool) -> list[tuple[float, Any]]:
-        """``count`` fresh last-level encryptions of ``zero_sum + mu / slots + noise`` and their
-        ``mu``: those the worker has ready (if prefetching), the rest made here."""
-        ready = [] if self._pool is None else self._pool.take(scale, count, with_mu)
-        out = [(mu, self.seal.load_raw(blob)) for mu, blob in ready]
-        return out + encrypt_masks(self.seal, scale, count - len(out), with_mu,
+    def _fresh(
+        self, scale: float, count: int, blocks: int, with_mu: bool
+    ) -> list[tuple[list[float], Any]]:
+        """``count`` fresh last-level mask encryptions with ``blocks`` blocks each, and their
+        per-block ``mu``: those the worker has ready (if prefetching), the rest made here."""
+        ready = [] if self._pool is None else self._pool.take(scale, count, blocks, with_mu)
+        out = [(mus, self.seal.load_raw(blob)) for mus, blob in ready]
+        return out + encrypt_masks(self.seal, scale, count - len(out), blocks, with_mu,
                                    _CKKS_SLOT_MASK, self.noise_std)  # fmt: skip
 
-    def _finish(self, totals: list[Any], *, with_mu: bool) -> tuple[bytes, np.ndarray]:
+    def _finish(
+        self, totals: list[Any], blocks: list[int], *, with_mu: bool
+    ) -> tuple[bytes, np.ndarray]:
         """Take each result to the last level and add a *fresh encryption* of a mask + flooding
-        noise; serialize.
+        noise; serialize. Returns the wire and the ``mu`` of every block, in order.
 
         The fresh encryption re-randomizes the result: without it the ciphertext would be a
         deterministic function of the bank's own ciphertexts and the center's plaintexts, from
@@ -487,14 +593,15 @@ class _CkksCenter:
 
         seal = self.seal
         totals = [seal.mod_switch(t, seal.last) for t in totals]
-        fresh: list[tuple[float, Any]] = [(0.0, None)] * len(totals)
-        for scale in dict.fromkeys(t.scale for t in totals):  # masks come at one scale each
-            which = [i for i, t in enumerate(totals) if t.scale == scale]
-            for i, made in zip(which, self._fresh(scale, len(which), with_mu), strict=True):
+        fresh: list[Any] = [None] * len(totals)
+        for kind in dict.fromkeys(zip((t.scale for t in totals), blocks, strict=True)):
+            which = [i for i, t in enumerate(totals) if (t.scale, blocks[i]) == kind]
+            for i, made in zip(which, self._fresh(kind[0], len(which), kind[1], with_mu),
+                               strict=True):  # fmt: skip
                 fresh[i] = made
         out = [seal.add(t, v) for t, (_, v) in zip(totals, fresh, strict=True)]
         wire = frame_serialized([seal.dump(t) for t in out])
-        return wire, np.array([mu for mu, _ in fresh])
+        return wire, np.array([mu for mus, _ in fresh for mu in mus])
 
     def _sum(self, cts: list[Any]) -> Any:
         """The sum as a new ciphertext (or the only one): the operands stay unchanged."""
@@ -505,38 +612,63 @@ class _CkksCenter:
             acc = self.seal.add_into(acc, ct)
         return acc
 
+    def _fold(self, products: list[Any | None], step: int) -> Any | None:
+        """``sum_j rotate(products[j], j * step)`` as a tree: ``len(products) - 1`` rotations,
+        by ``len(products) / 2 * step``, then half that, ... (None: a zero product)."""
+        if len(products) == 1:
+            return products[0]
+        half = len(products) // 2
+        low, high = self._fold(products[:half], step), self._fold(products[half:], step)
+        if high is None:
+            return low
+        moved = self.seal.rotate(high, half * step)
+        return moved if low is None else self.seal.add_into(moved, low)
+
+    def _folded_groups(self, count: int, products: Any, zero_scale: float) -> list[Any]:
+        """One folded ciphertext per :func:`block_groups` group of ``count`` columns;
+        ``products(j)`` is column ``j``'s rescaled product (None if zero)."""
+        seal = self.seal
+        out = []
+        for start, size in block_groups(count):
+            folded = self._fold([products(start + j) for j in range(size)], self.slots // size)
+            if folded is None:  # every column of this group is zero here
+                folded = seal.encrypt(np.zeros(self.slots), seal.last, zero_scale)
+            out.append(folded)
+        return out
+
     def center_gradient(self, r: list[Any], X: np.ndarray, key: Any = None) -> tuple[bytes, Any]:
         seal = self.seal
         level = seal.level(r[0])
         plains = self._feature_plains(X, key, len(r), level)
-        totals = []
-        for column in plains:
+
+        def product(j: int) -> Any | None:
             # SEAL refuses products with an all-zero plaintext (a zero column in this chunk)
-            products = [
-                seal.multiply_plain(c, p) for c, p in zip(r, column, strict=True) if p is not None
-            ]
-            if products:
-                totals.append(seal.rescale(self._sum(products)))
-            else:
-                scale = seal.rescaled_scale(r[0].scale * seal.scale, level)
-                totals.append(seal.encrypt(np.zeros(self.slots), level + 1, scale))
-        return self._finish(totals, with_mu=True)
+            terms = [seal.multiply_plain(c, p) for c, p in zip(r, plains[j], strict=True)
+                     if p is not None]  # fmt: skip
+            return seal.rescale(self._sum(terms)) if terms else None
+
+        zero_scale = seal.rescaled_scale(r[0].scale * seal.scale, level)
+        totals = self._folded_groups(X.shape[1], product, zero_scale)
+        blocks = [size for _, size in block_groups(X.shape[1])]
+        return self._finish(totals, blocks, with_mu=True)
 
     def unmask(self, values: Any, secret: np.ndarray) -> np.ndarray:
         return _float_array(values, secret.shape, "masked gradient") - secret
 
     def bank_gradient(self, r: list[Any], feats: list[list[Any]]) -> bytes:
         seal = self.seal
-        residual = self._sum(r)
-        totals = [
-            seal.rescale(self._sum([seal.multiply(a, b) for a, b in zip(column, r, strict=True)]))
-            for column in feats
-        ]
-        wire, _ = self._finish([residual, *totals], with_mu=False)
+
+        def product(j: int) -> Any:
+            terms = [seal.multiply(a, b) for a, b in zip(feats[j], r, strict=True)]
+            return seal.rescale(self._sum(terms))
+
+        totals = self._folded_groups(len(feats), product, 0.0)
+        blocks = [size for _, size in block_groups(len(feats))]
+        wire, _ = self._finish(totals, blocks, with_mu=False)
         return wire
 
     def total(self, coeffs: list[list[Any]], basis: np.ndarray) -> bytes:
-        wire, _ = self._finish([self._sum(self.residual(coeffs, basis))], with_mu=False)
+        wire, _ = self._finish([self._sum(self.residual(coeffs, basis))], [1], with_mu=False)
         return wire
 
     def add_to(self, enc: list[list[Any]], z: np.ndarray) -> bytes:
@@ -556,18 +688,20 @@ class _CkksCenter:
 
 
 def encrypt_masks(
-    seal: Any, scale: float, count: int, with_mu: bool, slot_mask: float, noise_std: float
-) -> list[tuple[float, Any]]:
-    """``count`` last-level encryptions of ``zero_sum + mu / slots + noise`` at ``scale``, each
-    with its ``mu`` (0 unless ``with_mu``): adding one changes a slot-sum by exactly ``mu``."""
-    slots = seal.slots
-    mus = _uniform(count, slot_mask * slots) if with_mu else np.zeros(count)
+    seal: Any, scale: float, count: int, blocks: int, with_mu: bool, slot_mask: float,
+    noise_std: float,
+) -> list[tuple[list[float], Any]]:  # fmt: skip
+    """``count`` last-level encryptions at ``scale`` of a mask that, in each of ``blocks`` equal
+    blocks, is ``zero_sum + mu / block_size`` (plus flooding noise), each with its per-block
+    ``mu`` (0 unless ``with_mu``): adding one changes every block sum by exactly its ``mu``."""
+    size = seal.slots // blocks
     out = []
-    for mu in mus:
-        mask = _zero_sum(slots, slot_mask) + mu / slots
+    for _ in range(count):
+        mus = _uniform(blocks, slot_mask * size) if with_mu else np.zeros(blocks)
+        mask = np.concatenate([_zero_sum(size, slot_mask) + mu / size for mu in mus])
         if noise_std > 0:
-            mask = mask + _gaussian(slots, noise_std)
-        out.append((float(mu), seal.encrypt(mask, seal.last, scale)))
+            mask = mask + _gaussian(seal.slots, noise_std)
+        out.append(([float(m) for m in mus], seal.encrypt(mask, seal.last, scale)))
     return out
 
 
@@ -892,7 +1026,7 @@ def _center_crypto(backend: Any, public: Any, **options: Any) -> Any:
 
 
 def _load_features(crypto: Any, wire: Any, n: int, d: int) -> Any:
-    if crypto.backend == "paillier":
+    if hasattr(crypto, "load_features"):  # Paillier and CKKS: a layout of their own
         return crypto.load_features(wire, n, d)
     return crypto.load_matrix(wire, n, d)
 
