@@ -222,13 +222,15 @@ def test_backend_primitives_decrypt_to_plaintext_results(variant):
 
 
 def test_ckks_center_over_several_chunks_with_a_zero_column_and_cached_plaintexts():
-    """Two ciphertexts per column (n > slots), one center column all zero (SEAL refuses products
-    with a zero plaintext), and feature plaintexts cached per batch key across calls."""
+    """Two ciphertexts per column (n > slots), zero center columns (SEAL refuses products with
+    a zero plaintext): one inside a folded group of 4, one alone in its group, and feature
+    plaintexts cached per batch key across calls."""
     rng = np.random.default_rng(8)
     n, degree = 5000, 3
     coeffs = rng.normal(0, 0.2, (n, degree + 1))
     basis = center_basis(rng.normal(0, 2, n), 6.0, degree)
-    X_c = np.column_stack([rng.normal(size=n), np.zeros(n), rng.normal(size=n)])
+    zero = np.zeros(n)
+    X_c = np.column_stack([rng.normal(size=n), zero, rng.normal(size=(n, 2)), zero])
     X_b = rng.normal(size=(n, 2))
     bank = lin._bank_crypto("ckks", degree=degree)
     center = lin._center_crypto("ckks", bank.public(), degree=degree)
@@ -240,7 +242,7 @@ def test_ckks_center_over_several_chunks_with_a_zero_column_and_cached_plaintext
         for X in (X_c, X_c, 2 * X_c):  # the third call has another key: no stale plaintexts
             key = "twice" if X is X_c else "other"
             wire, secret = center.center_gradient(r, X, key=key)
-            got = center.unmask(bank.open_masked(wire, 3), secret)
+            got = center.unmask(bank.open_masked(wire, 5), secret)
             np.testing.assert_allclose(got, X.T @ r_plain, atol=0.5)
         assert set(center._plains) == {("twice", 1), ("other", 1)}
         feats = lin._load_features(center, bank.encrypt_features(X_b), n, 2)

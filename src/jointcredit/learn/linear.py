@@ -624,14 +624,17 @@ class _CkksCenter:
         moved = self.seal.rotate(high, half * step)
         return moved if low is None else self.seal.add_into(moved, low)
 
-    def _folded_groups(self, count: int, products: Any, zero_scale: float) -> list[Any]:
+    def _folded_groups(self, count: int, products: Any, zero_scale: float | None) -> list[Any]:
         """One folded ciphertext per :func:`block_groups` group of ``count`` columns;
-        ``products(j)`` is column ``j``'s rescaled product (None if zero)."""
+        ``products(j)`` is column ``j``'s rescaled product (None if zero, when a group of zero
+        columns is answered by an encryption of zero at ``zero_scale``)."""
         seal = self.seal
         out = []
         for start, size in block_groups(count):
             folded = self._fold([products(start + j) for j in range(size)], self.slots // size)
             if folded is None:  # every column of this group is zero here
+                if zero_scale is None:
+                    raise ProtocolError("hetero_lr: no product to fold")
                 folded = seal.encrypt(np.zeros(self.slots), seal.last, zero_scale)
             out.append(folded)
         return out
@@ -662,7 +665,8 @@ class _CkksCenter:
             terms = [seal.multiply(a, b) for a, b in zip(feats[j], r, strict=True)]
             return seal.rescale(self._sum(terms))
 
-        totals = self._folded_groups(len(feats), product, 0.0)
+        # products of two ciphertexts are never transparent: no zero encryption is needed
+        totals = self._folded_groups(len(feats), product, zero_scale=None)
         blocks = [size for _, size in block_groups(len(feats))]
         wire, _ = self._finish(totals, blocks, with_mu=False)
         return wire
