@@ -126,10 +126,16 @@ def test_two_banks_on_a_real_deployment(root):
     center_ids = set(data.center["id"])
     b_book = [i for i in data.bank.iloc[220:]["id"] if i in center_ids]
     monitoring = {"bank-b": set(b_book[:20]), "bank-a": set(b_book[20:40])}
+    # Model development needs model_training consent for every row a bank trains on.
+    training = {
+        "bank-a": set(data.bank.iloc[:300]["id"]),
+        "bank-b": set(data.bank.iloc[220:]["id"]),
+    }
     pd.DataFrame(
         [
-            (i, bank, "post_loan_monitoring", "2020-01-01", "2099-12-31")
-            for bank, ids in monitoring.items()
+            (i, bank, purpose, "2020-01-01", "2099-12-31")
+            for purpose, grants in (("post_loan_monitoring", monitoring), ("training", training))
+            for bank, ids in grants.items()
             for i in sorted(ids)
         ],
         columns=["id", "bank", "purpose", "granted_at", "expires_at"],

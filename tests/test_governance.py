@@ -580,3 +580,131 @@ def test_gate_uses_the_purpose_of_the_job(center) -> None:
     gate, ids = center
     allowed, excluded = gate.admit("bank-a", ids, purpose="training", at=T0)
     assert allowed == [ids[15]] and len(excluded) == 19
+
+
+# --- model development needs model_training consent ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dev_data():
+    from jointcredit.data import make_sme_data
+
+    return make_sme_data(n_enterprises=1500, n_bank_customers=600, overlap=0.9, seed=13)
+
+
+def _gated_session(tmp_path: Path, data, *, missing: int = 0):
+    """A session whose center runs with a gate, as ``serve --consents`` configures it: every
+    aligned enterprise but the first ``missing`` has model_training consent for bank-a."""
+    from jointcredit.data import load_party_table
+    from jointcredit.scoring.gate import SERVICE_BANK_ID, SERVICE_GATE
+    from jointcredit.session import JointSession
+
+    session = JointSession.in_process(
+        load_party_table(data.bank, label_col=data.label_col), load_party_table(data.center)
+    )
+    session.align()
+    consents = ConsentRegistry()
+    for e in session.center.require_aligned()[missing:]:
+        consents.grant(e, "bank-a", "training", date(2025, 1, 1), date(2099, 12, 31))
+        consents.grant(e, "bank-b", "pre_authorization", date(2025, 1, 1), date(2099, 12, 31))
+    budget = QueryBudget({}, default=BudgetLimits(per_day=1), path=tmp_path / "budget.jsonl")
+    gate = ScoringGate(consents, budget, AuditLog(tmp_path / "audit.jsonl"))
+    session.center.services.update({SERVICE_GATE: gate, SERVICE_BANK_ID: "bank-a"})
+    return session, gate
+
+
+def _estimators():
+    from jointcredit.learn import FederatedBinning, HeteroLogisticRegression, HeteroSecureBoost
+
+    return {
+        "binning": lambda: FederatedBinning(backend="plain", max_bins=5),
+        "hetero_lr": lambda: HeteroLogisticRegression(
+            backend="plain", max_epochs=1, batch_size=450
+        ),
+        "secureboost": lambda: HeteroSecureBoost(
+            n_estimators=2, max_depth=2, max_bin=8, min_child_samples=10, backend="plain"
+        ),
+    }
+
+
+@pytest.mark.parametrize("protocol", ["binning", "hetero_lr", "secureboost"])
+def test_training_on_an_enterprise_without_training_consent_is_refused(
+    tmp_path, dev_data, protocol
+) -> None:
+    session, gate = _gated_session(tmp_path, dev_data, missing=1)
+    n = len(session.aligned_ids)
+    with pytest.raises(ConsentError, match=rf"{protocol}: 1 of {n} enterprises .*no_consent: 1"):
+        _estimators()[protocol]().fit(session)
+    (refused,) = gate.audit.entries()
+    assert refused.action == "use_refused"
+    assert refused.details["protocol"] == protocol
+    assert refused.details["purpose"] == "model_training"
+    assert refused.details["excluded"] == {"no_consent": 1}
+    assert refused.details["allowed"] == n - 1  # bank-b's consents and other purposes: no
+
+
+def test_consented_training_and_evaluation_are_admitted_and_audited(tmp_path, dev_data) -> None:
+    session, gate = _gated_session(tmp_path, dev_data)
+    n = len(session.aligned_ids)
+    rows = np.arange(n)
+    models = {name: make().fit(session) for name, make in _estimators().items()}
+    for name in ("hetero_lr", "secureboost"):
+        proba = models[name].predict_proba(session, rows[:200])
+        assert proba.shape[0] == 200
+    actions = [
+        (e.action, e.details["protocol"], e.details["requested"]) for e in gate.audit.entries()
+    ]
+    assert ("use_admitted", "binning", n) in actions
+    assert ("use_admitted", "hetero_lr", n) in actions
+    assert ("use_admitted", "hetero_lr_predict", 200) in actions
+    assert ("use_admitted", "secureboost_predict", 200) in actions
+    assert all(action == "use_admitted" for action, _, _ in actions)
+    assert gate.audit.verify() is True
+    # model development is not a scoring query: nothing was charged (the limit is 1 a day)
+    gate.budget.charge("bank-a", ids=["E1"], purpose="pre_authorization")
+    with pytest.raises(BudgetExhaustedError):
+        gate.budget.charge("bank-a", ids=["E2"], purpose="pre_authorization")
+
+
+def test_evaluation_scoring_needs_training_consent_too(tmp_path, dev_data) -> None:
+    from jointcredit.learn import HeteroLogisticRegression
+
+    session, gate = _gated_session(tmp_path, dev_data)
+    model = HeteroLogisticRegression(backend="plain", max_epochs=1, batch_size=450).fit(session)
+    first = session.center.require_aligned()[0]
+    gate.consents.revoke(first, "bank-a", "model_training", at=datetime.now(UTC))
+    with pytest.raises(ConsentError, match="hetero_lr_predict: 1 of 10 .*revoked: 1"):
+        model.predict_proba(session, np.arange(10))
+    assert gate.audit.entries()[-1].action == "use_refused"
+
+
+def test_rescoring_the_book_runs_under_monitoring_consent(tmp_path, dev_data) -> None:
+    """A model's prediction protocol re-scores the book under post_loan_monitoring consent;
+    pre-authorization scoring is the score protocol's (budgeted) job, never this one's."""
+    from jointcredit.learn import HeteroLogisticRegression
+    from jointcredit.learn.linear import HeteroLRPredictBank
+
+    session, gate = _gated_session(tmp_path, dev_data)
+    model = HeteroLogisticRegression(backend="plain", max_epochs=1, batch_size=450).fit(session)
+    book = session.center.require_aligned()[:30]
+    for e in book[:20]:
+        gate.consents.grant(e, "bank-a", "monitoring", date(2025, 1, 1), date(2099, 12, 31))
+    proba = model.predict_proba(session, np.arange(20), purpose="post_loan_monitoring")
+    assert proba.shape == (20, 2)
+    last = gate.audit.entries()[-1]
+    assert (last.action, last.details["purpose"]) == ("use_admitted", "post_loan_monitoring")
+    with pytest.raises(ConsentError, match="10 of 30 .*post_loan_monitoring"):
+        model.predict_proba(session, np.arange(30), purpose="monitoring")
+    with pytest.raises(DataValidationError, match="purpose"):
+        model.predict_proba(session, np.arange(5), purpose="pre_authorization")
+
+    class Escalating(HeteroLRPredictBank):  # a bank that edits the purpose on the wire
+        def handle(self, msg_type, payload):
+            reply = super().handle(msg_type, payload)
+            if msg_type == "start":
+                reply["purpose"] = "pre_authorization"
+            return reply
+
+    side = Escalating(session.bank, model=model.bank_model(), rows=np.arange(5), backend="plain")
+    with pytest.raises(DataValidationError, match="hetero_lr_predict/start.ok purpose"):
+        session.run(side)

@@ -49,6 +49,7 @@ from jointcredit.learn._validation import check_rows, require_fields
 from jointcredit.parties import BankParty, CenterParty
 from jointcredit.protocol import registry
 from jointcredit.protocol.session import ProtocolChannel
+from jointcredit.scoring.gate import require_training_consent
 
 PROTOCOL = "binning"
 BACKENDS = ("paillier", "plain")
@@ -94,6 +95,7 @@ class BinningCenter:
         rows = check_rows(job["rows"], len(aligned), "binning/start.ok rows")
         if rows.size < self.min_rows:
             raise ProtocolError(f"binning: {rows.size} rows is below the center's minimum")
+        require_training_consent(self.center, rows, PROTOCOL)
         features = self._features(job["center_features"])
         crypto = _CenterLabels(job["backend"], job["public_key"], job["labels"], rows.size)
         max_bins, fraction = int(job["max_bins"]), float(job["min_bin_fraction"])

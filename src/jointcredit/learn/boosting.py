@@ -70,6 +70,11 @@ from jointcredit.learn._validation import check_rows, require_fields
 from jointcredit.parties import BankParty, CenterParty
 from jointcredit.protocol import registry
 from jointcredit.protocol.session import ProtocolChannel
+from jointcredit.scoring.gate import (
+    TRAINING_PURPOSE,
+    predict_purpose,
+    require_training_consent,
+)
 
 __all__ = [
     "BankBoostModel",
@@ -657,6 +662,7 @@ class SecureBoostCenter:
         self.per = cipher.capacity // self.slot_bits
         self.n_train = job["train_rows"].size
         job_rows = np.concatenate([job["train_rows"], job["valid_rows"]])
+        require_training_consent(self.center, job_rows, PROTOCOL)
         X = self.center.aligned_features(job_rows).to_numpy(dtype=np.float64)
         self.X = X
         self.mapper = BinMapper.fit(X[: self.n_train], int(job["max_bin"]))
@@ -1559,6 +1565,8 @@ class SecureBoostPredictCenter:
         n_aligned = self.center.require_aligned().shape[0]
         if rows.size and (rows.min() < 0 or rows.max() >= n_aligned):
             raise DataValidationError("rows", "row positions outside the aligned intersection")
+        purpose = predict_purpose(job.get("purpose"), "secureboost_predict/start.ok purpose")
+        require_training_consent(self.center, rows, PREDICT_PROTOCOL, purpose)
         X = self.center.aligned_features(rows)[part.feature_names].to_numpy(dtype=np.float64)
         trees = sorted(
             t for t, s in part.trees.items() if any(n["kind"] == "center" for n in s.values())
@@ -1585,7 +1593,9 @@ class SecureBoostPredictBank:
         model_id: str,
         rows: Sequence[int] | np.ndarray | None = None,
         model: BankBoostModel | None = None,
+        purpose: str = TRAINING_PURPOSE,
     ) -> None:
+        self.purpose = predict_purpose(purpose, "purpose")
         self.bank = bank
         model = model if model is not None else bank.model_parts.get(model_id)
         if not isinstance(model, BankBoostModel) or model.model_id != model_id:
@@ -1601,7 +1611,7 @@ class SecureBoostPredictBank:
     def handle(self, msg_type: str, payload: Any) -> Any:
         if msg_type == "start" and self.state == "new":
             self.state = "started"
-            return {"model_id": self.model.model_id, "rows": self.rows}
+            return {"model_id": self.model.model_id, "rows": self.rows, "purpose": self.purpose}
         if msg_type == "masks" and self.state == "started":
             self.raw_scores = self._combine(payload)
             self.state = "done"
@@ -1795,22 +1805,36 @@ class HeteroSecureBoost:
         return model
 
     def decision_function(
-        self, session: Any, rows: Sequence[int] | np.ndarray | None = None
+        self,
+        session: Any,
+        rows: Sequence[int] | np.ndarray | None = None,
+        *,
+        purpose: str = TRAINING_PURPOSE,
     ) -> np.ndarray:
-        """Raw scores (log-odds of bad) of aligned rows, routed jointly with the center."""
+        """Raw scores (log-odds of bad) of aligned rows, routed jointly with the center.
+
+        ``purpose``: what the center checks consent for when it runs with a consent registry,
+        ``"model_training"`` (evaluation) or ``"post_loan_monitoring"`` (re-scoring the book).
+        """
         model = self._check_fitted()
         session.bank.model_parts[model.model_id] = model
-        side = SecureBoostPredictBank(session.bank, model_id=model.model_id, rows=rows, model=model)
+        side = SecureBoostPredictBank(
+            session.bank, model_id=model.model_id, rows=rows, model=model, purpose=purpose
+        )
         session.run(side)
         if side.raw_scores is None:
             raise ProtocolError("secureboost_predict: no scores")
         return side.raw_scores
 
     def predict_proba(
-        self, session: Any, rows: Sequence[int] | np.ndarray | None = None
+        self,
+        session: Any,
+        rows: Sequence[int] | np.ndarray | None = None,
+        *,
+        purpose: str = TRAINING_PURPOSE,
     ) -> np.ndarray:
-        """``(n, 2)`` array; column 1 is P(bad)."""
-        p = _sigmoid(self.decision_function(session, rows))
+        """``(n, 2)`` array; column 1 is P(bad). ``purpose``: see :meth:`decision_function`."""
+        p = _sigmoid(self.decision_function(session, rows, purpose=purpose))
         return np.column_stack([1.0 - p, p])
 
     def save(self, directory: str | os.PathLike) -> Path:

@@ -53,6 +53,11 @@ from jointcredit.learn._validation import check_rows, require_fields
 from jointcredit.parties import BankParty, CenterParty
 from jointcredit.protocol import registry
 from jointcredit.protocol.session import ProtocolChannel
+from jointcredit.scoring.gate import (
+    TRAINING_PURPOSE,
+    predict_purpose,
+    require_training_consent,
+)
 
 PROTOCOL = "hetero_lr"
 PREDICT_PROTOCOL = "hetero_lr_predict"
@@ -1157,6 +1162,7 @@ class HeteroLRCenter:
         all_rows = np.concatenate(batches + ([] if val is None else [val]))
         if np.unique(all_rows).size != all_rows.size:
             raise ProtocolError("hetero_lr: batches and validation rows overlap")
+        require_training_consent(self.center, all_rows, PROTOCOL)
         features = self._features(job["center_features"])
         if init_part is None:
             X_all, prep = self._prepare(job, features, all_rows)
@@ -1885,6 +1891,8 @@ class HeteroLRPredictCenter:
             ("model_id", "rows", "backend", "public", "scores"),
         )
         rows = check_rows(job["rows"], len(aligned), "hetero_lr_predict/start.ok rows")
+        purpose = predict_purpose(job.get("purpose"), "hetero_lr_predict/start.ok purpose")
+        require_training_consent(self.center, rows, PREDICT_PROTOCOL, purpose)
         part = self.center.model_parts.get(str(job["model_id"]))
         if not isinstance(part, dict) or part.get("kind") != "hetero_lr":
             raise ProtocolError(f"hetero_lr_predict: no model {job['model_id']!r} at the center")
@@ -1918,10 +1926,11 @@ class HeteroLRPredictBank:
 
     def __init__(
         self, bank: BankParty, *, model: dict[str, Any], rows: Any = None, backend: str = "ckks",
-        crypto_options: dict[str, Any] | None = None,
+        crypto_options: dict[str, Any] | None = None, purpose: str = TRAINING_PURPOSE,
     ) -> None:  # fmt: skip
         if backend not in BACKENDS:
             raise DataValidationError("backend", f"must be one of {BACKENDS}, got {backend!r}")
+        self.purpose = predict_purpose(purpose, "purpose")
         self.bank = bank
         self.model = model
         self.rows = rows
@@ -1946,6 +1955,7 @@ class HeteroLRPredictBank:
                 "backend": self.backend,
                 "public": self.crypto.public(for_training=False),
                 "scores": self.crypto.encrypt_matrix(u_b[:, None]),
+                "purpose": self.purpose,
             }
         if msg_type == "scores" and self.state == "started":
             payload = require_fields(payload, "hetero_lr_predict/scores", ("scores",))
@@ -2169,8 +2179,14 @@ class HeteroLogisticRegression:
             model["epochs"] = int(self.epochs_)
         return model
 
-    def decision_function(self, session: Any, rows: Any = None) -> np.ndarray:
-        """Joint linear predictor ``u`` (log-odds of bad) via ``hetero_lr_predict``."""
+    def decision_function(
+        self, session: Any, rows: Any = None, *, purpose: str = TRAINING_PURPOSE
+    ) -> np.ndarray:
+        """Joint linear predictor ``u`` (log-odds of bad) via ``hetero_lr_predict``.
+
+        ``purpose``: what the center checks consent for when it runs with a consent registry,
+        ``"model_training"`` (evaluation) or ``"post_loan_monitoring"`` (re-scoring the book).
+        """
         self._check_fitted()
         side = HeteroLRPredictBank(
             session.bank,
@@ -2178,6 +2194,7 @@ class HeteroLogisticRegression:
             rows=check_rows(rows, len(session.bank.require_aligned())),
             backend=self.backend,
             crypto_options={"n_jobs": self.n_jobs},
+            purpose=purpose,
         )
         session.run(side)
         side = _current(session, side)
@@ -2185,9 +2202,11 @@ class HeteroLogisticRegression:
             raise ProtocolError("hetero_lr_predict: no scores came back")
         return side.scores
 
-    def predict_proba(self, session: Any, rows: Any = None) -> np.ndarray:
-        """``(n, 2)`` array; column 1 is P(bad)."""
-        p = _sigmoid(self.decision_function(session, rows))
+    def predict_proba(
+        self, session: Any, rows: Any = None, *, purpose: str = TRAINING_PURPOSE
+    ) -> np.ndarray:
+        """``(n, 2)`` array; column 1 is P(bad). ``purpose``: see :meth:`decision_function`."""
+        p = _sigmoid(self.decision_function(session, rows, purpose=purpose))
         return np.column_stack([1.0 - p, p])
 
     def save(self, directory: str | os.PathLike[str], filename: str = "bank_model.json") -> Path:

@@ -280,7 +280,10 @@ def monitor_book(
     if scorer is not None:
         pds = np.asarray(scorer(session, rows), dtype=np.float64).reshape(-1)
     else:
-        pds = np.asarray(model.predict_proba(session, rows)[:, 1], dtype=np.float64)
+        pds = np.asarray(
+            model.predict_proba(session, rows, purpose="post_loan_monitoring")[:, 1],
+            dtype=np.float64,
+        )
     if pds.size != rows.size:
         raise DataValidationError("scorer", f"{pds.size} PDs for {rows.size} enterprises")
     scores = np.asarray(policy.scaling.pd_to_score(pds), dtype=np.float64).reshape(-1)

@@ -78,6 +78,7 @@ from jointcredit.parties import BankParty, CenterParty
 from jointcredit.protocol import registry
 from jointcredit.protocol.fields import require_fields
 from jointcredit.protocol.session import ProtocolChannel
+from jointcredit.scoring.gate import SERVICE_BANK_ID, SERVICE_GATE  # noqa: F401 (re-exported)
 
 __all__ = [
     "BACKENDS",
@@ -119,8 +120,6 @@ NO_CODE = 255
 DEFAULT_BATCH_SLOTS = 2**21
 
 #: Keys of ``CenterParty.services`` the center half reads (configured by the center's operator).
-SERVICE_GATE = "gate"  # a ScoringGate (consent + budget + audit); absent: no governance
-SERVICE_BANK_ID = "bank_id"  # who the connected bank is (for consent and budgets)
 SERVICE_POLICY = "scoring_policy"  # a CenterScoringPolicy
 SERVICE_CATEGORY_OF = "category_of"  # feature -> catalogue category (default: the catalogue)
 
