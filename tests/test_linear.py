@@ -178,9 +178,9 @@ def test_backend_primitives_decrypt_to_plaintext_results(variant):
         center.enable_prefetch()  # the center's masks, encrypted ahead in its worker
         bank.enable_offload()  # about half of the bank's columns, encrypted in its worker
         deadline = time.monotonic() + 30
-        while not bank._offload.ready and time.monotonic() < deadline:
-            time.sleep(0.05)  # until its worker is up, the bank encrypts everything itself
-        assert bank._offload.ready
+        while not (bank._offload.ready and center._pool.ready) and time.monotonic() < deadline:
+            time.sleep(0.05)  # until their workers are up, both parties encrypt everything
+        assert bank._offload.ready and center._pool.ready
     try:
         enc_c = center.load_matrix(bank.encrypt_matrix(coeffs, basis=True), n, degree + 1)
         feats = lin._load_features(center, bank.encrypt_features(X_b), n, d_b)

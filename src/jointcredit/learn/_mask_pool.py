@@ -143,6 +143,11 @@ class MaskEncryptionPool:
         self._stock: dict[tuple[float, int, bool], list[tuple[list[float], bytes]]] = {}
         self.made_by_worker = 0
 
+    @property
+    def ready(self) -> bool:
+        """Whether the worker is up (until then :meth:`take` orders nothing)."""
+        return self._started.done()
+
     def take(
         self, scale: float, count: int, blocks: int, with_mu: bool
     ) -> list[tuple[list[float], bytes]]:
@@ -154,7 +159,7 @@ class MaskEncryptionPool:
         while pending and pending[0].done():
             stock.extend(pending.popleft().result())
         ready, self._stock[kind] = stock[:count], stock[count:]
-        if not self._started.done():
+        if not self.ready:
             return ready  # the caller makes them all until the worker is up
         in_stock = len(self._stock[kind]) + _CHUNK * len(pending)
         for _ in range(max(0, -(-(count - in_stock) // _CHUNK))):
