@@ -91,6 +91,9 @@ def start_worker(initializer: Any, context: bytes) -> tuple[ProcessPoolExecutor,
 
 
 def _settle(target: Future, done: Future) -> None:
+    if done.cancelled():  # the pool closed before its worker came up
+        target.cancel()
+        return
     exc = done.exception()
     if exc is None:
         target.set_result(True)
