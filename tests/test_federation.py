@@ -1300,3 +1300,28 @@ def test_risk_events_import_from_monthly_tables(tmp_path):
     with pytest.raises(DataValidationError) as exc:
         import_risk_events(tmp_path, events=tmp_path / "bad.csv")
     assert exc.value.field == "event_type"
+
+
+@pytest.mark.parametrize(
+    ("ask", "match"),
+    [
+        ("not a dict", "only secureboost and hetero_lr"),
+        ({"kind": "scorecard"}, "only secureboost and hetero_lr"),
+        ({"kind": "secureboost", "model_id": "ab" * 15, "n_trees": 2}, "32 hex digits"),
+        ({"kind": "secureboost", "model_id": "ab" * 16, "n_trees": True}, "n_trees must be"),
+        ({"kind": "secureboost", "model_id": "ab" * 16, "n_trees": 0}, "n_trees must be"),
+        ({"kind": "hetero_lr", "model_id": "ab" * 16, "n_epochs": 2}, "a hetero LR model id"),
+        ({"kind": "hetero_lr", "model_id": "lr-0123456789ab", "n_epochs": -1}, "n_epochs must"),
+    ],
+)
+def test_resume_requests_are_checked_before_any_checkpoint_is_read(ask, match):
+    from jointcredit.federation import checkpoint
+
+    class Untouchable(dict):  # the center's party state: must not be read for a bad request
+        def get(self, *args):
+            raise AssertionError("checkpoint read before the request was checked")
+
+    center = SimpleNamespace(model_parts=Untouchable())
+    channel = SimpleNamespace(request=lambda msg_type, payload=None: ask)
+    with pytest.raises(MalformedMessageError, match=match):
+        checkpoint.ResumeCenter(center).run(channel)

@@ -189,6 +189,16 @@ def load_bank(directory: str | os.PathLike) -> Any:
 # --- agreeing on the trees to keep -----------------------------------------------------------
 
 
+def _model_and_count(ask: dict, pattern: Any, field: str, what: str) -> tuple[str, int]:
+    """The model id (matching ``pattern``) and the positive count ``field`` the bank asks for."""
+    model_id, count = ask.get("model_id"), ask.get(field)
+    if not isinstance(model_id, str) or not pattern.match(model_id):
+        raise MalformedMessageError(f"resume/start.ok: model_id must be {what}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise MalformedMessageError(f"resume/start.ok: {field} must be a positive integer")
+    return model_id, count
+
+
 class ResumeCenter:
     """Finds the center's checkpoint of the bank's model; agrees on the trees both finished."""
 
@@ -205,11 +215,7 @@ class ResumeCenter:
             return self._run_lr(channel, ask)
         if not isinstance(ask, dict) or ask.get("kind") != SECUREBOOST:
             raise MalformedMessageError("resume/start.ok: only secureboost and hetero_lr resume")
-        model_id, n_bank = ask.get("model_id"), ask.get("n_trees")
-        if not isinstance(model_id, str) or not _MODEL_ID.match(model_id):
-            raise MalformedMessageError("resume/start.ok: model_id must be 32 hex digits")
-        if isinstance(n_bank, bool) or not isinstance(n_bank, int) or n_bank < 1:
-            raise MalformedMessageError("resume/start.ok: n_trees must be a positive integer")
+        model_id, n_bank = _model_and_count(ask, _MODEL_ID, "n_trees", "32 hex digits")
         # Only this bank's own party state is searched: it can resume nothing else.
         part = self.center.model_parts.get(center_key(model_id))
         if not isinstance(part, CenterBoostPart):
@@ -226,11 +232,7 @@ class ResumeCenter:
     def _run_lr(self, channel: ProtocolChannel, ask: dict) -> str:
         from jointcredit.learn.linear import center_lr_part
 
-        model_id, n_bank = ask.get("model_id"), ask.get("n_epochs")
-        if not isinstance(model_id, str) or not _LR_MODEL_ID.match(model_id):
-            raise MalformedMessageError("resume/start.ok: not a hetero LR model id")
-        if isinstance(n_bank, bool) or not isinstance(n_bank, int) or n_bank < 1:
-            raise MalformedMessageError("resume/start.ok: n_epochs must be a positive integer")
+        model_id, n_bank = _model_and_count(ask, _LR_MODEL_ID, "n_epochs", "a hetero LR model id")
         kept = self.center.model_parts.get(center_key(model_id))
         if not isinstance(kept, dict) or kept.get("kind") != "hetero_lr_checkpoint":
             raise ProtocolError(f"resume: no checkpoint of model {model_id} at the credit center")
