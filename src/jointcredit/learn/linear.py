@@ -515,8 +515,10 @@ class _CkksCenter:
         return [cts[j * chunks : (j + 1) * chunks] for j in range(m)]
 
     def load_features(self, wire: Any, n: int, d: int) -> list[list[Any]]:
-        """The bank's ones column and ``d`` features, in the packed layout."""
-        return self.load_matrix(wire, n, d + 1)
+        """The bank's ones column and ``d`` features, in the packed layout, switched once to the
+        level of the residuals they multiply every step (one prime fewer to carry)."""
+        columns = self.load_matrix(wire, n, d + 1)
+        return [[self.seal.mod_switch(c, 1) for c in column] for column in columns]
 
     def _chunks(self, v: np.ndarray, chunks: int) -> list[np.ndarray]:
         padded = np.concatenate([v, np.zeros(chunks * self.slots - v.size)])
